@@ -137,6 +137,8 @@ func VerifyConsistency(older, newer Checkpoint, p [][]byte) error {
 		return fmt.Errorf("%w: origins %q and %q differ", ErrInconsistent, older.Origin, newer.Origin)
 	}
 	switch {
+	case older.Size == 0 && !bytes.Equal(older.Hash, EmptyRoot()):
+		return fmt.Errorf("%w: a checkpoint of size 0 must have the empty tree's root", ErrInconsistent)
 	case newer.Size < older.Size:
 		return fmt.Errorf("%w: size %d after %d", ErrSmaller, newer.Size, older.Size)
 	case newer.Size == older.Size:

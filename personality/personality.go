@@ -1,0 +1,225 @@
+// Package personality is carelog's log front end (the binary carelog-log):
+// it validates signed access events, appends them to a Trillian tree on
+// MariaDB/MySQL, signs C2SP checkpoints of the tree, and serves checkpoints,
+// proofs and entries over HTTP (DESIGN.md section 5) and gRPC.
+package personality
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/carelog/carelog/checkpoint"
+	"golang.org/x/time/rate"
+)
+
+// Log is one running log personality.
+type Log struct {
+	cfg      Config
+	origin   string
+	logger   *slog.Logger
+	metrics  *metrics
+	db       *sql.DB
+	trill    *trillianConn
+	treeID   int64
+	store    store
+	ckpt     *checkpointer
+	appender appender
+	limiter  *limiter
+	handler  http.Handler
+}
+
+// New sets the log up: connects to the database (creating it and the
+// tables it needs), starts or dials Trillian, finds or creates the tree,
+// and loads the last signed checkpoint. Nothing is served until Run.
+func New(ctx context.Context, cfg Config) (*Log, error) {
+	cfg.Defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("log config: %w", err)
+	}
+	quietTrillian()
+	l := &Log{cfg: cfg, origin: cfg.Signer.Name(), logger: cfg.Logger.With("component", "log"), metrics: newMetrics()}
+	l.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst)
+	ok := false
+	defer func() {
+		if !ok {
+			l.Close()
+		}
+	}()
+
+	var err error
+	switch {
+	case cfg.MySQLDSN != "":
+		if l.db, err = openDatabase(ctx, cfg.MySQLDSN); err != nil {
+			return nil, err
+		}
+		if l.store, err = newMySQLStore(ctx, l.db); err != nil {
+			return nil, err
+		}
+		if cfg.TrillianLogAddr != "" {
+			l.trill, err = externalTrillian(cfg)
+		} else {
+			if err := provisionTrillianSchema(ctx, l.db, cfg.TrillianSchema); err != nil {
+				return nil, err
+			}
+			l.trill, err = mysqlTrillian(ctx, l.db, cfg)
+		}
+	default:
+		l.logger.Warn("MEMORY MODE: Trillian runs on memory storage and nothing is kept; " +
+			"every entry and checkpoint is lost when this process stops. Use --mysql for anything but a try-out.")
+		l.store = newMemoryStore()
+		l.trill, err = memoryTrillian(ctx, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if l.treeID, err = ensureTree(ctx, l.trill, l.store, l.origin, cfg.TreeID, l.logger); err != nil {
+		return nil, err
+	}
+	l.appender = &queueAppender{log: l.trill.log, treeID: l.treeID}
+	if l.db == nil {
+		l.appender = &memoryDedup{next: l.appender, seen: map[string]dedupRecord{}}
+	}
+	l.ckpt = &checkpointer{
+		origin: l.origin, treeID: l.treeID, signer: cfg.Signer, trill: l.trill.log,
+		store: l.store, logger: l.logger, metrics: l.metrics,
+	}
+	if err := l.ckpt.load(ctx); err != nil {
+		return nil, err
+	}
+	l.handler = l.routes()
+	ok = true
+	return l, nil
+}
+
+// Origin returns the log's origin.
+func (l *Log) Origin() string { return l.origin }
+
+// TreeID returns the Trillian tree the log writes.
+func (l *Log) TreeID() int64 { return l.treeID }
+
+// Handler serves the HTTP API.
+func (l *Log) Handler() http.Handler { return l.handler }
+
+// SignCheckpoint signs a checkpoint of the current tree now, if it grew. The
+// background loop does this every CheckpointInterval; tests and tools can
+// call it to avoid waiting.
+func (l *Log) SignCheckpoint(ctx context.Context) error { return l.ckpt.step(ctx) }
+
+// PublishedCheckpoint returns the checkpoint note /checkpoint serves, nil
+// before the first.
+func (l *Log) PublishedCheckpoint() []byte {
+	if cp := l.ckpt.Latest(); cp != nil {
+		return cp.Note
+	}
+	return nil
+}
+
+func (l *Log) publishedSigned() *checkpoint.Checkpoint {
+	cp := l.ckpt.Latest()
+	if cp == nil {
+		return nil
+	}
+	return &checkpoint.Checkpoint{Origin: l.origin, Size: cp.Size, Hash: cp.Root}
+}
+
+// Run signs checkpoints and serves HTTP (and gRPC, if configured) until ctx
+// ends, then shuts down gracefully.
+func (l *Log) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); l.ckpt.run(ctx, l.cfg.CheckpointInterval) }()
+
+	errc := make(chan error, 2)
+	var srv *http.Server
+	if l.cfg.Listen != "" {
+		ln, err := net.Listen("tcp", l.cfg.Listen)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("listening on %s: %w", l.cfg.Listen, err)
+		}
+		srv = &http.Server{
+			Handler:           l.handler,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    16 << 10,
+		}
+		l.logger.Info("serving HTTP", slog.String("addr", ln.Addr().String()), slog.String("origin", l.origin))
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	if l.cfg.GRPCListen != "" {
+		stop, err := l.serveGRPC(l.cfg.GRPCListen, errc)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		defer stop()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	if srv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = srv.Shutdown(sctx)
+		scancel()
+	}
+	wg.Wait()
+	return err
+}
+
+// Close releases Trillian and the database.
+func (l *Log) Close() {
+	if l.trill != nil {
+		l.trill.close()
+		l.trill = nil
+	}
+	if l.db != nil {
+		_ = l.db.Close()
+		l.db = nil
+	}
+}
+
+// limiter is a token bucket per submitter.
+type limiter struct {
+	rate  rate.Limit
+	burst int
+	mu    sync.Mutex
+	per   map[string]*rate.Limiter
+}
+
+func newLimiter(perSecond float64, burst int) *limiter {
+	return &limiter{rate: rate.Limit(perSecond), burst: burst, per: map[string]*rate.Limiter{}}
+}
+
+func (l *limiter) allow(sub string) bool {
+	if l.rate <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	lim, ok := l.per[sub]
+	if !ok {
+		lim = rate.NewLimiter(l.rate, l.burst)
+		l.per[sub] = lim
+	}
+	l.mu.Unlock()
+	return lim.Allow()
+}

@@ -1,0 +1,29 @@
+-- carelog personality tables, beside Trillian's own tables in the same database.
+-- Applied automatically by carelog-log on start; safe to apply again.
+
+-- The Trillian tree that holds each log (one per origin), so a restart reuses it.
+CREATE TABLE IF NOT EXISTS carelog_trees (
+  origin    VARCHAR(255) NOT NULL,
+  tree_id   BIGINT NOT NULL,
+  PRIMARY KEY (origin)
+);
+
+-- Every checkpoint the log signed. A row is written, durably, before the
+-- checkpoint is published; the log never signs one smaller than, or
+-- inconsistent with, the latest row here.
+CREATE TABLE IF NOT EXISTS carelog_checkpoints (
+  origin      VARCHAR(255) NOT NULL,
+  size        BIGINT UNSIGNED NOT NULL,
+  root        VARBINARY(32) NOT NULL,
+  note        BLOB NOT NULL,
+  signed_at   BIGINT NOT NULL,
+  PRIMARY KEY (origin, size)
+);
+
+-- The latest signed checkpoint per log, updated by compare-and-swap.
+CREATE TABLE IF NOT EXISTS carelog_latest (
+  origin    VARCHAR(255) NOT NULL,
+  size      BIGINT UNSIGNED NOT NULL,
+  root      VARBINARY(32) NOT NULL,
+  PRIMARY KEY (origin)
+);
