@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -278,16 +280,35 @@ func provisionTrillianSchema(ctx context.Context, db *sql.DB, schemaPath string)
 	return nil
 }
 
-// TrillianSchemaPath locates Trillian's MySQL schema in the Go module cache.
+// TrillianSchemaPath locates Trillian's MySQL schema in the Go module cache:
+// the module of the very Trillian version this binary was built with (from
+// its build info), or failing that whatever `go list -m` finds.
 func TrillianSchemaPath() (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/google/trillian").Output()
-	dir := strings.TrimSpace(string(out))
-	if err != nil || dir == "" {
-		return "", errors.New("Trillian's tables are missing and its schema was not found: pass --trillian-schema " +
-			"with the path of storage/mysql/schema/storage.sql from the Trillian module " +
-			"(go list -m -f '{{.Dir}}' github.com/google/trillian)")
+	const rel = "/storage/mysql/schema/storage.sql"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path != "github.com/google/trillian" {
+				continue
+			}
+			if d.Replace != nil {
+				d = d.Replace
+			}
+			out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+			if cache := strings.TrimSpace(string(out)); err == nil && cache != "" {
+				p := filepath.Join(cache, "github.com/google/trillian@"+d.Version) + rel
+				if _, err := os.Stat(p); err == nil {
+					return p, nil
+				}
+			}
+		}
 	}
-	return dir + "/storage/mysql/schema/storage.sql", nil
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/google/trillian").Output()
+	if dir := strings.TrimSpace(string(out)); err == nil && dir != "" {
+		return dir + rel, nil
+	}
+	return "", errors.New("Trillian's tables are missing and its schema was not found: pass --trillian-schema " +
+		"with the path of storage/mysql/schema/storage.sql from the Trillian module " +
+		"(go list -m -f '{{.Dir}}' github.com/google/trillian, run in the carelog source tree)")
 }
 
 // sqlStatements splits a schema file into statements, dropping comments.
