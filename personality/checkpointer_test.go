@@ -1,0 +1,125 @@
+package personality
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/carelog/carelog/checkpoint"
+	"github.com/google/trillian"
+	"github.com/google/trillian/types"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"github.com/transparency-dev/merkle/testonly"
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc"
+)
+
+// lyingTrillian serves whatever tree the test puts in it: the tree of a
+// honest log, or one rewritten behind the log's back.
+type lyingTrillian struct {
+	tree *testonly.Tree
+}
+
+func (f *lyingTrillian) GetLatestSignedLogRoot(context.Context, *trillian.GetLatestSignedLogRootRequest, ...grpc.CallOption) (*trillian.GetLatestSignedLogRootResponse, error) {
+	root, err := (&types.LogRootV1{TreeSize: f.tree.Size(), RootHash: f.tree.Hash()}).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return &trillian.GetLatestSignedLogRootResponse{SignedLogRoot: &trillian.SignedLogRoot{LogRoot: root}}, nil
+}
+
+func (f *lyingTrillian) GetConsistencyProof(_ context.Context, in *trillian.GetConsistencyProofRequest, _ ...grpc.CallOption) (*trillian.GetConsistencyProofResponse, error) {
+	p, err := f.tree.ConsistencyProof(uint64(in.FirstTreeSize), uint64(in.SecondTreeSize))
+	if err != nil {
+		return nil, err
+	}
+	return &trillian.GetConsistencyProofResponse{Proof: &trillian.Proof{Hashes: p}}, nil
+}
+
+func treeOf(prefix string, n int) *testonly.Tree {
+	t := testonly.New(rfc6962.DefaultHasher)
+	for i := 0; i < n; i++ {
+		t.AppendData([]byte(fmt.Sprintf("%s-%d", prefix, i)))
+	}
+	return t
+}
+
+// TestRefusesToSignInconsistentRoots plays a Trillian whose tree was
+// tampered with after the log signed a checkpoint. The log must refuse to
+// sign, record nothing, keep serving the checkpoint it signed, and report
+// the refusal; and it must sign again once Trillian is honest.
+func TestRefusesToSignInconsistentRoots(t *testing.T) {
+	signer, vkey, _, _ := newKeys(t)
+	st := newMemoryStore()
+	trill := &lyingTrillian{tree: treeOf("honest", 8)}
+	c := &checkpointer{origin: testOrigin, signer: signer, trill: trill, store: st,
+		logger: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: newMetrics()}
+	ctx := context.Background()
+	if err := c.step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	signed := c.Latest()
+	if signed == nil || signed.Size != 8 {
+		t.Fatalf("first checkpoint: %+v", signed)
+	}
+	if _, err := checkpoint.Open(signed.Note, testOrigin, mustVerifier(t, vkey)); err != nil {
+		t.Fatalf("signed checkpoint does not verify: %v", err)
+	}
+
+	rewritten := treeOf("honest", 8)
+	rewritten.AppendData([]byte("x"))
+	forkedAt3 := treeOf("honest", 3)
+	for i := 3; i < 12; i++ {
+		forkedAt3.AppendData([]byte(fmt.Sprintf("forged-%d", i)))
+	}
+	cases := []struct {
+		name string
+		tree *testonly.Tree
+		want error
+	}{
+		{"smaller tree", treeOf("honest", 5), checkpoint.ErrSmaller},
+		{"same size, other root", treeOf("other", 8), checkpoint.ErrSameSizeNewRoot},
+		{"larger tree that rewrote history", forkedAt3, checkpoint.ErrInconsistent},
+		{"empty tree", treeOf("honest", 0), checkpoint.ErrSmaller},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			trill.tree = tc.tree
+			err := c.step(ctx)
+			if !errors.Is(err, ErrRefusedToSign) || !errors.Is(err, tc.want) {
+				t.Fatalf("step: got %v, want a refusal wrapping %v", err, tc.want)
+			}
+			last, _ := st.LatestCheckpoint(ctx, testOrigin)
+			if last.Size != 8 || string(last.Note) != string(signed.Note) {
+				t.Fatalf("the store moved to size %d after a refusal", last.Size)
+			}
+			if got := c.Latest(); string(got.Note) != string(signed.Note) {
+				t.Fatal("the published checkpoint changed after a refusal")
+			}
+			if c.Refusal() == nil {
+				t.Fatal("refusal not reported")
+			}
+		})
+	}
+
+	// An honest extension is signed again.
+	trill.tree = treeOf("honest", 13)
+	if err := c.step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.Latest().Size != 13 || c.Refusal() != nil {
+		t.Fatalf("after honest growth: size %d, refusal %v", c.Latest().Size, c.Refusal())
+	}
+}
+
+func mustVerifier(t *testing.T, vkey string) note.Verifier {
+	t.Helper()
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
