@@ -16,8 +16,8 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/google/trillian"
-	tlog "github.com/google/trillian/log"
 	"github.com/google/trillian/extension"
+	tlog "github.com/google/trillian/log"
 	"github.com/google/trillian/monitoring"
 	"github.com/google/trillian/quota"
 	"github.com/google/trillian/server"
