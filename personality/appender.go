@@ -40,14 +40,27 @@ var errConflict = errors.New("this submitter already logged another entry with t
 type queueAppender struct {
 	log    trillian.TrillianLogClient
 	treeID int64
+	locks  keyedLocks
 }
 
 func (a *queueAppender) Append(ctx context.Context, e *entry.Entry) (appended, error) {
-	leaf := &trillian.LogLeaf{
-		LeafValue:        e.Raw,
-		LeafIdentityHash: entry.IdentityHash(e.Submitter, e.Event.ID),
+	id := entry.IdentityHash(e.Submitter, e.Event.ID)
+	// Trillian's MySQL storage fails a duplicate whose original is still
+	// uncommitted in a concurrent transaction ("failed to retrieve all
+	// existing leaves"). Appends of one identity are therefore serialised
+	// here, and retried a few times in case another replica raced us.
+	unlock := a.locks.lock(string(id))
+	defer unlock()
+	var resp *trillian.QueueLeafResponse
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		leaf := &trillian.LogLeaf{LeafValue: e.Raw, LeafIdentityHash: id}
+		resp, err = a.log.QueueLeaf(ctx, &trillian.QueueLeafRequest{LogId: a.treeID, Leaf: leaf})
+		if err == nil || status.Code(err) != codes.Unknown || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(20<<attempt) * time.Millisecond)
 	}
-	resp, err := a.log.QueueLeaf(ctx, &trillian.QueueLeafRequest{LogId: a.treeID, Leaf: leaf})
 	if err != nil {
 		return appended{}, fmt.Errorf("queueing leaf: %w", err)
 	}
@@ -98,4 +111,38 @@ func (d *memoryDedup) Append(ctx context.Context, e *entry.Entry) (appended, err
 	}
 	d.seen[id] = dedupRecord{raw: e.Raw, accepted: a.Accepted}
 	return a, nil
+}
+
+// keyedLocks is a set of mutexes created on demand, one per key in use.
+type keyedLocks struct {
+	mu    sync.Mutex
+	locks map[string]*keyedLock
+}
+
+type keyedLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedLocks) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedLock{}
+	}
+	l := k.locks[key]
+	if l == nil {
+		l = &keyedLock{}
+		k.locks[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
 }
