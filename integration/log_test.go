@@ -253,4 +253,3 @@ func checkCheckpointHistory(t *testing.T, ctx context.Context, c *client.Log, ds
 		t.Fatalf("only %d checkpoints signed", n)
 	}
 }
-
