@@ -66,11 +66,18 @@ type PatientEvent struct {
 	Proof [][]byte `json:"proof"`
 }
 
-// PatientEvents answers GET /patients/<pseudonym>/events.
+// PatientEvents answers GET /patients/<pseudonym>/events: the patient's
+// entries in the tree of the given size, oldest first, each with its
+// inclusion proof against that size. Next, when set, is the "after" value
+// that fetches the following page.
 type PatientEvents struct {
 	Size   uint64         `json:"size"`
 	Events []PatientEvent `json:"events"`
+	Next   *uint64        `json:"next,omitempty"`
 }
+
+// MaxPatientEventsPerRequest bounds one page of a patient's events.
+const MaxPatientEventsPerRequest = 500
 
 // Error is the body of every error answer: a message that says what to fix.
 type Error struct {

@@ -87,6 +87,7 @@ func (l *Log) routes() http.Handler {
 	handle("GET "+api.PathConsistencyProof, "proof-consistency", l.handleConsistency)
 	handle("GET "+api.PathProofBundle, "proof-bundle", l.handleBundle)
 	handle("GET "+api.PathEntries, "entries", l.handleEntries)
+	handle("GET "+api.PathPatientEvents+"{pseudonym}/events", "patient-events", l.handlePatientEvents)
 	mux.HandleFunc("GET /healthz", l.handleHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(l.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -137,6 +137,8 @@ func (l *Log) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); l.ckpt.run(ctx, l.cfg.CheckpointInterval) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); (&indexer{l: l}).run(ctx, l.cfg.CheckpointInterval) }()
 
 	errc := make(chan error, 2)
 	var srv *http.Server

@@ -27,3 +27,19 @@ CREATE TABLE IF NOT EXISTS carelog_latest (
   root      VARBINARY(32) NOT NULL,
   PRIMARY KEY (origin)
 );
+
+-- Patient pseudonym -> leaf index, built from the tree by the indexer, so
+-- a patient portal can list a patient's events with proofs.
+CREATE TABLE IF NOT EXISTS carelog_patient_index (
+  origin      VARCHAR(255) NOT NULL,
+  pseudonym   VARCHAR(64) NOT NULL,
+  leaf_index  BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (origin, pseudonym, leaf_index)
+);
+
+-- How far the indexer has read the tree.
+CREATE TABLE IF NOT EXISTS carelog_index_state (
+  origin      VARCHAR(255) NOT NULL,
+  next_index  BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (origin)
+);

@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -38,6 +39,15 @@ type store interface {
 	// RecordCheckpoint durably records next as the latest signed checkpoint
 	// if prev (nil: none) is still the latest; otherwise errCheckpointRace.
 	RecordCheckpoint(ctx context.Context, origin string, prev *signedCheckpoint, next signedCheckpoint) error
+
+	// IndexPosition is the first leaf the pseudonym index has not read.
+	IndexPosition(ctx context.Context, origin string) (uint64, error)
+	// AddToIndex records rows for leaves [from, to) and moves the position
+	// from from to to, atomically; a stale from is errCheckpointRace.
+	AddToIndex(ctx context.Context, origin string, from, to uint64, rows []patientRow) error
+	// PatientIndices lists up to limit leaf indices of a pseudonym in
+	// [from, below), ascending.
+	PatientIndices(ctx context.Context, origin, pseudonym string, from, below uint64, limit int) ([]uint64, error)
 }
 
 type mysqlStore struct{ db *sql.DB }
@@ -110,15 +120,111 @@ func (s *mysqlStore) RecordCheckpoint(ctx context.Context, origin string, prev *
 	return tx.Commit()
 }
 
+func (s *mysqlStore) IndexPosition(ctx context.Context, origin string) (uint64, error) {
+	var n uint64
+	err := s.db.QueryRowContext(ctx, "SELECT next_index FROM carelog_index_state WHERE origin = ?", origin).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return n, err
+}
+
+func (s *mysqlStore) AddToIndex(ctx context.Context, origin string, from, to uint64, rows []patientRow) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var cur uint64
+	err = tx.QueryRowContext(ctx, "SELECT next_index FROM carelog_index_state WHERE origin = ? FOR UPDATE", origin).Scan(&cur)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	if cur != from {
+		return errCheckpointRace
+	}
+	for len(rows) > 0 {
+		n := min(len(rows), 500)
+		q := "INSERT IGNORE INTO carelog_patient_index (origin, pseudonym, leaf_index) VALUES " + strings.TrimSuffix(strings.Repeat("(?,?,?),", n), ",")
+		args := make([]any, 0, 3*n)
+		for _, r := range rows[:n] {
+			args = append(args, origin, r.pseudonym, r.index)
+		}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("patient index: %w", err)
+		}
+		rows = rows[n:]
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO carelog_index_state (origin, next_index) VALUES (?, ?)
+		ON DUPLICATE KEY UPDATE next_index = VALUES(next_index)`, origin, to); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+func (s *mysqlStore) PatientIndices(ctx context.Context, origin, pseudonym string, from, below uint64, limit int) ([]uint64, error) {
+	rs, err := s.db.QueryContext(ctx, `SELECT leaf_index FROM carelog_patient_index
+		WHERE origin = ? AND pseudonym = ? AND leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index LIMIT ?`,
+		origin, pseudonym, from, below, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []uint64
+	for rs.Next() {
+		var i uint64
+		if err := rs.Scan(&i); err != nil {
+			return nil, err
+		}
+		out = append(out, i)
+	}
+	return out, rs.Err()
+}
+
 // memoryStore keeps state in memory: the try-out mode, which keeps nothing.
 type memoryStore struct {
 	mu     sync.Mutex
 	trees  map[string]int64
 	latest map[string]*signedCheckpoint
+	pos    map[string]uint64
+	index  map[string][]uint64 // origin + "\n" + pseudonym -> ascending indices
 }
 
 func newMemoryStore() *memoryStore {
-	return &memoryStore{trees: map[string]int64{}, latest: map[string]*signedCheckpoint{}}
+	return &memoryStore{trees: map[string]int64{}, latest: map[string]*signedCheckpoint{},
+		pos: map[string]uint64{}, index: map[string][]uint64{}}
+}
+
+func (s *memoryStore) IndexPosition(_ context.Context, origin string) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pos[origin], nil
+}
+
+func (s *memoryStore) AddToIndex(_ context.Context, origin string, from, to uint64, rows []patientRow) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pos[origin] != from {
+		return errCheckpointRace
+	}
+	for _, r := range rows {
+		k := origin + "\n" + r.pseudonym
+		s.index[k] = append(s.index[k], r.index)
+	}
+	s.pos[origin] = to
+	return nil
+}
+
+func (s *memoryStore) PatientIndices(_ context.Context, origin, pseudonym string, from, below uint64, limit int) ([]uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []uint64
+	for _, i := range s.index[origin+"\n"+pseudonym] {
+		if i >= from && i < below && len(out) < limit {
+			out = append(out, i)
+		}
+	}
+	return out, nil
 }
 
 func (s *memoryStore) TreeID(_ context.Context, origin string) (int64, error) {

@@ -17,11 +17,12 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"keygen":        {"make a note key pair for a log, submitter or witness", cmdKeygen},
-	"example-event": {"print a valid example access event (JSON) to edit and submit", cmdExampleEvent},
-	"submit":        {"sign an access event and submit it to a log", cmdSubmit},
-	"checkpoint":    {"fetch and verify a log's checkpoint", cmdCheckpoint},
-	"verify":        {"verify inclusion (online or from a bundle) or consistency", cmdVerify},
+	"keygen":         {"make a note key pair for a log, submitter or witness", cmdKeygen},
+	"example-event":  {"print a valid example access event (JSON) to edit and submit", cmdExampleEvent},
+	"submit":         {"sign an access event and submit it to a log", cmdSubmit},
+	"checkpoint":     {"fetch and verify a log's checkpoint", cmdCheckpoint},
+	"verify":         {"verify inclusion (online or from a bundle) or consistency", cmdVerify},
+	"patient-report": {"list, with verified proofs, every access to one patient's records", cmdPatientReport},
 }
 
 func usage() {
