@@ -29,6 +29,8 @@ type appended struct {
 	// is the original's time, so the promise is the original's too.
 	Accepted  time.Time
 	Duplicate bool
+	// Index is set when the entry's index is already durable.
+	Index *uint64
 }
 
 // errConflict: the submitter already used this event id for other bytes.

@@ -43,6 +43,17 @@ type Config struct {
 	// SequencerInterval and SequencerBatch tune the in-process sequencer.
 	SequencerInterval time.Duration
 	SequencerBatch    int
+	// Sequencing is "batched" (the log assigns indices and writes
+	// PREORDERED_LOG trees with AddSequencedLeaves; the default) or
+	// "trillian" (QueueLeaf, Trillian's sequencer assigns indices; always
+	// used in memory mode). It applies to trees created from now on: an
+	// existing tree keeps the mode of its type.
+	Sequencing string
+	// BatchDelay is how long the batched sequencer waits to fill a batch.
+	BatchDelay time.Duration
+	// LeaseTTL is the sequencer lease's lifetime; a replica that stops
+	// renewing loses it after this long.
+	LeaseTTL time.Duration
 	// CheckpointInterval is how often a new checkpoint is signed if the
 	// tree grew.
 	CheckpointInterval time.Duration
@@ -71,6 +82,15 @@ func (c *Config) Defaults() {
 	if c.SequencerBatch == 0 {
 		c.SequencerBatch = 1000
 	}
+	if c.Sequencing == "" {
+		c.Sequencing = "batched"
+	}
+	if c.BatchDelay == 0 {
+		c.BatchDelay = 5 * time.Millisecond
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Second
 	}
@@ -98,6 +118,9 @@ func (c *Config) validate() error {
 	}
 	if c.TrillianLogAddr != "" && c.MySQLDSN == "" {
 		return errors.New("external Trillian still needs a MySQL DSN for carelog's own tables")
+	}
+	if c.Sequencing != "batched" && c.Sequencing != "trillian" {
+		return fmt.Errorf("sequencing %q: want batched or trillian", c.Sequencing)
 	}
 	if c.Prefix != "" && !strings.HasPrefix(c.Prefix, "/") {
 		return fmt.Errorf("prefix %q must start with /", c.Prefix)

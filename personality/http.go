@@ -156,9 +156,16 @@ func (l *Log) AddEntry(ctx context.Context, raw []byte) (*api.AddEntryResponse, 
 	if err != nil {
 		return nil, 0, err
 	}
-	resp := &api.AddEntryResponse{LeafHash: ap.LeafHash, Promise: p}
+	resp := &api.AddEntryResponse{LeafHash: ap.LeafHash, Promise: p, Index: ap.Index}
 	if ap.Duplicate {
 		l.metrics.entries.WithLabelValues("duplicate").Inc()
+	} else {
+		l.metrics.entries.WithLabelValues("accepted").Inc()
+	}
+	if ap.Index != nil {
+		return resp, http.StatusOK, nil
+	}
+	if ap.Duplicate {
 		if cp := l.ckpt.Latest(); cp != nil && cp.Size > 0 {
 			if ip, err := l.inclusion(ctx, ap.LeafHash, cp.Size); err == nil {
 				idx := ip.Index
@@ -166,9 +173,7 @@ func (l *Log) AddEntry(ctx context.Context, raw []byte) (*api.AddEntryResponse, 
 				return resp, http.StatusOK, nil
 			}
 		}
-		return resp, http.StatusAccepted, nil
 	}
-	l.metrics.entries.WithLabelValues("accepted").Inc()
 	return resp, http.StatusAccepted, nil
 }
 

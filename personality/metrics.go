@@ -11,6 +11,10 @@ type metrics struct {
 	checkpointsSigned prometheus.Counter
 	signRefusals      prometheus.Counter
 	requests          *prometheus.HistogramVec
+	sequencerLeader   prometheus.Gauge
+	batchSize         prometheus.Histogram
+	sequenced         prometheus.Gauge
+	fedToTrillian     prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -37,8 +41,25 @@ func newMetrics() *metrics {
 			Help:    "HTTP requests by route and status code.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"route", "code"}),
+		sequencerLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "carelog_log_sequencer_leader",
+			Help: "1 while this replica holds the sequencer lease (batched sequencing).",
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "carelog_log_sequencer_batch_entries",
+			Help:    "New entries per committed batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		sequenced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "carelog_log_sequenced_entries",
+			Help: "Entries with a durable index (next index to assign).",
+		}),
+		fedToTrillian: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carelog_log_trillian_fed_entries_total",
+			Help: "Entries written to Trillian with AddSequencedLeaves (re-sends after a restart included).",
+		}),
 	}
-	m.reg.MustRegister(m.entries, m.checkpointSize, m.checkpointsSigned, m.signRefusals, m.requests,
+	m.reg.MustRegister(m.sequencerLeader, m.batchSize, m.sequenced, m.fedToTrillian, m.entries, m.checkpointSize, m.checkpointsSigned, m.signRefusals, m.requests,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

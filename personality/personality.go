@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/carelog/carelog/checkpoint"
+	"github.com/google/trillian"
 	"golang.org/x/time/rate"
 )
 
@@ -31,6 +32,7 @@ type Log struct {
 	store    store
 	ckpt     *checkpointer
 	appender appender
+	seq      *batchSequencer // nil unless batched sequencing
 	limiter  *limiter
 	handler  http.Handler
 }
@@ -79,12 +81,25 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	if l.treeID, err = ensureTree(ctx, l.trill, l.store, l.origin, cfg.TreeID, l.logger); err != nil {
+	newType := trillian.TreeType_PREORDERED_LOG
+	if cfg.Sequencing == "trillian" || l.db == nil {
+		newType = trillian.TreeType_LOG
+	}
+	var treeType trillian.TreeType
+	if l.treeID, treeType, err = ensureTree(ctx, l.trill, l.store, l.origin, cfg.TreeID, newType, l.logger); err != nil {
 		return nil, err
 	}
-	l.appender = &queueAppender{log: l.trill.log, treeID: l.treeID}
-	if l.db == nil {
-		l.appender = &memoryDedup{next: l.appender, seen: map[string]dedupRecord{}}
+	switch {
+	case treeType == trillian.TreeType_PREORDERED_LOG:
+		if l.db == nil {
+			return nil, errors.New("batched sequencing needs MariaDB/MySQL")
+		}
+		l.seq = newBatchSequencer(l.db, l.origin, l.treeID, l.trill.log, cfg, l.logger, l.metrics)
+		l.appender = l.seq
+	case l.db == nil:
+		l.appender = &memoryDedup{next: &queueAppender{log: l.trill.log, treeID: l.treeID}, seen: map[string]dedupRecord{}}
+	default:
+		l.appender = &queueAppender{log: l.trill.log, treeID: l.treeID}
 	}
 	l.ckpt = &checkpointer{
 		origin: l.origin, treeID: l.treeID, signer: cfg.Signer, trill: l.trill.log,
@@ -139,6 +154,10 @@ func (l *Log) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); l.ckpt.run(ctx, l.cfg.CheckpointInterval) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); (&indexer{l: l}).run(ctx, l.cfg.CheckpointInterval) }()
+	if l.seq != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.seq.run(ctx) }()
+	}
 
 	errc := make(chan error, 2)
 	var srv *http.Server

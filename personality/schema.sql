@@ -43,3 +43,40 @@ CREATE TABLE IF NOT EXISTS carelog_index_state (
   next_index  BIGINT UNSIGNED NOT NULL,
   PRIMARY KEY (origin)
 );
+
+-- Batched sequencing (PREORDERED_LOG trees): the log assigns each entry its
+-- index here, durably, before acknowledging it, then hands the entries to
+-- Trillian with AddSequencedLeaves. This table is the source of truth for
+-- what was acknowledged; on start the sequencer re-sends to Trillian every
+-- entry beyond Trillian's tree, so a crash between the two writes loses
+-- nothing and leaves no gap.
+CREATE TABLE IF NOT EXISTS carelog_leaves (
+  origin         VARCHAR(255) NOT NULL,
+  leaf_index     BIGINT UNSIGNED NOT NULL,
+  identity_hash  VARBINARY(32) NOT NULL,
+  leaf_value     BLOB NOT NULL,
+  accepted_at    BIGINT NOT NULL,
+  PRIMARY KEY (origin, leaf_index),
+  UNIQUE KEY carelog_leaves_identity (origin, identity_hash)
+);
+
+-- Entries accepted by a replica that does not hold the sequencer lease,
+-- waiting for the sequencer to give them an index.
+CREATE TABLE IF NOT EXISTS carelog_queue (
+  origin         VARCHAR(255) NOT NULL,
+  identity_hash  VARBINARY(32) NOT NULL,
+  leaf_value     BLOB NOT NULL,
+  accepted_at    BIGINT NOT NULL,
+  PRIMARY KEY (origin, identity_hash)
+);
+
+-- The sequencer lease: only its holder, at its epoch, may assign indices.
+-- Every batch is written in a transaction that locks and checks this row,
+-- so a replica that lost the lease cannot write a single index.
+CREATE TABLE IF NOT EXISTS carelog_sequencer_lease (
+  origin      VARCHAR(255) NOT NULL,
+  holder      VARCHAR(64) NOT NULL,
+  epoch       BIGINT NOT NULL,
+  expires_at  BIGINT NOT NULL,
+  PRIMARY KEY (origin)
+);

@@ -146,41 +146,49 @@ func externalTrillian(cfg Config) (*trillianConn, error) {
 
 // ensureTree finds the tree recorded for this origin, or creates and
 // initialises one and records it. A restart therefore reuses the same tree.
-func ensureTree(ctx context.Context, tc *trillianConn, st store, origin string, fixed int64, logger *slog.Logger) (int64, error) {
-	if fixed != 0 {
-		if _, err := tc.admin.GetTree(ctx, &trillian.GetTreeRequest{TreeId: fixed}); err != nil {
-			return 0, fmt.Errorf("trillian tree %d: %w", fixed, err)
+// It returns the tree's id and type (LOG or PREORDERED_LOG).
+func ensureTree(ctx context.Context, tc *trillianConn, st store, origin string, fixed int64, newType trillian.TreeType, logger *slog.Logger) (int64, trillian.TreeType, error) {
+	existing := fixed
+	if existing == 0 {
+		id, err := st.TreeID(ctx, origin)
+		if err != nil {
+			return 0, 0, err
 		}
-		if err := initLog(ctx, tc, fixed); err != nil {
-			return 0, err
+		existing = id
+	}
+	if existing != 0 {
+		tree, err := tc.admin.GetTree(ctx, &trillian.GetTreeRequest{TreeId: existing})
+		if err != nil {
+			return 0, 0, fmt.Errorf("trillian tree %d: %w", existing, err)
 		}
-		return fixed, st.SetTreeID(ctx, origin, fixed)
-	}
-	id, err := st.TreeID(ctx, origin)
-	if err != nil {
-		return 0, err
-	}
-	if id != 0 {
-		return id, initLog(ctx, tc, id)
+		if err := initLog(ctx, tc, existing); err != nil {
+			return 0, 0, err
+		}
+		if fixed != 0 {
+			if err := st.SetTreeID(ctx, origin, fixed); err != nil {
+				return 0, 0, err
+			}
+		}
+		return existing, tree.TreeType, nil
 	}
 	tree, err := tc.admin.CreateTree(ctx, &trillian.CreateTreeRequest{Tree: &trillian.Tree{
 		TreeState:       trillian.TreeState_ACTIVE,
-		TreeType:        trillian.TreeType_LOG,
+		TreeType:        newType,
 		DisplayName:     "carelog",
 		Description:     truncate("carelog log "+origin, 200),
 		MaxRootDuration: durationpb.New(time.Hour),
 	}})
 	if err != nil {
-		return 0, fmt.Errorf("creating the Trillian tree: %w", err)
+		return 0, 0, fmt.Errorf("creating the Trillian tree: %w", err)
 	}
 	if err := initLog(ctx, tc, tree.TreeId); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := st.SetTreeID(ctx, origin, tree.TreeId); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	logger.Info("created Trillian tree", slog.Int64("tree_id", tree.TreeId), slog.String("origin", origin))
-	return tree.TreeId, nil
+	logger.Info("created Trillian tree", slog.Int64("tree_id", tree.TreeId), slog.String("origin", origin), slog.String("type", newType.String()))
+	return tree.TreeId, newType, nil
 }
 
 func initLog(ctx context.Context, tc *trillianConn, id int64) error {
