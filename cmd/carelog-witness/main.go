@@ -25,8 +25,22 @@ import (
 	"github.com/carelog/carelog/witness"
 )
 
+const usage = `usage:
+  carelog-witness [serve] -key FILE -config FILE -state DIR [flags]
+  carelog-witness keygen -name NAME -out FILE
+  carelog-witness vkey -key FILE
+  carelog-witness evidence list -state DIR [-origin ORIGIN]
+  carelog-witness evidence clear -state DIR -origin ORIGIN
+
+serve flags:
+`
+
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "carelog-witness:", err)
 		os.Exit(1)
 	}
@@ -50,6 +64,10 @@ func run(args []string) error {
 
 func serve(args []string) error {
 	fs := flag.NewFlagSet("carelog-witness", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	var cfg witness.Config
 	fs.StringVar(&cfg.Addr, "listen", witness.DefaultAddr, "TCP address to serve on")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "path prefix of every endpoint, e.g. /witness")
