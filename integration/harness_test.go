@@ -135,7 +135,9 @@ func (p *process) run() {
 				Msg  string `json:"msg"`
 				Addr string `json:"addr"`
 			}
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving HTTP" && rec.Addr != "" {
+			// Every carelog binary logs a record whose message mentions
+			// "serving", with the address it listens on.
+			if json.Unmarshal([]byte(line), &rec) == nil && strings.Contains(rec.Msg, "serving") && rec.Addr != "" {
 				select {
 				case addrc <- rec.Addr:
 				default:

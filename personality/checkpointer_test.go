@@ -52,7 +52,7 @@ func treeOf(prefix string, n int) *testonly.Tree {
 // sign, record nothing, keep serving the checkpoint it signed, and report
 // the refusal; and it must sign again once Trillian is honest.
 func TestRefusesToSignInconsistentRoots(t *testing.T) {
-	signer, vkey, _, _ := newKeys(t)
+	signer, _, vkey, _, _ := newKeys(t)
 	st := newMemoryStore()
 	trill := &lyingTrillian{tree: treeOf("honest", 8)}
 	c := &checkpointer{origin: testOrigin, signer: signer, trill: trill, store: st,

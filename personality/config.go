@@ -10,6 +10,7 @@ import (
 
 	"github.com/carelog/carelog/checkpoint"
 	"github.com/carelog/carelog/submitter"
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -17,7 +18,9 @@ import (
 // (see Defaults).
 type Config struct {
 	// Signer is the log's Ed25519 note key; its name is the origin.
-	Signer note.Signer
+	// Verifier is its public half (LoadKey returns both).
+	Signer   note.Signer
+	Verifier note.Verifier
 	// Submitters is the registry of systems allowed to submit.
 	Submitters *submitter.Registry
 	// Policy is the witness policy /checkpoint must meet (nil: none).
@@ -65,6 +68,11 @@ type Config struct {
 	RateLimit float64
 	RateBurst int
 
+	// WitnessTimeout bounds one exchange with a witness; WitnessRetry is how
+	// often a checkpoint that does not yet meet the policy is pushed again.
+	WitnessTimeout time.Duration
+	WitnessRetry   time.Duration
+
 	// Listen is the HTTP address; Prefix the path prefix of every route.
 	Listen string
 	Prefix string
@@ -97,6 +105,12 @@ func (c *Config) Defaults() {
 	if c.MaxMergeDelay == 0 {
 		c.MaxMergeDelay = time.Minute
 	}
+	if c.WitnessTimeout == 0 {
+		c.WitnessTimeout = 5 * time.Second
+	}
+	if c.WitnessRetry == 0 {
+		c.WitnessRetry = 3 * time.Second
+	}
 	if c.RateBurst == 0 {
 		c.RateBurst = 100
 	}
@@ -107,8 +121,11 @@ func (c *Config) Defaults() {
 }
 
 func (c *Config) validate() error {
-	if c.Signer == nil {
-		return errors.New("a log signing key is required")
+	if c.Signer == nil || c.Verifier == nil {
+		return errors.New("a log signing key and its verifier are required")
+	}
+	if c.Signer.Name() != c.Verifier.Name() || c.Signer.KeyHash() != c.Verifier.KeyHash() {
+		return errors.New("the log's verifier key is not the signing key's")
 	}
 	if c.Submitters == nil {
 		return errors.New("a submitter registry is required")
@@ -128,15 +145,17 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// LoadSigner reads the log's private note key from a file.
-func LoadSigner(path string) (note.Signer, error) {
+// LoadKey reads the log's Ed25519 note private key from a file and returns
+// its signer and verifier.
+func LoadKey(path string) (note.Signer, note.Verifier, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("log key: %w", err)
+		return nil, nil, fmt.Errorf("log key: %w", err)
 	}
-	s, err := note.NewSigner(strings.TrimSpace(string(b)))
+	s, v, err := fnote.NewEd25519SignerVerifier(strings.TrimSpace(string(b)))
 	if err != nil {
-		return nil, fmt.Errorf("log key %s: %w (want an Ed25519 note private key, as `carelog keygen` writes)", path, err)
+		return nil, nil, fmt.Errorf("log key %s: %w (want an Ed25519 note private key, as `carelog keygen --role log` writes)", path, err)
 	}
-	return s, nil
+	return s, v, nil
 }
+

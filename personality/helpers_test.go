@@ -31,13 +31,16 @@ type fixture struct {
 const testOrigin = "carelog.test/log"
 const testSubmitter = "ehr.test-hospital"
 
-func newKeys(t *testing.T) (logSigner note.Signer, logVKey string, sub note.Signer, reg *submitter.Registry) {
+func newKeys(t *testing.T) (logSigner note.Signer, logVerifier note.Verifier, logVKey string, sub note.Signer, reg *submitter.Registry) {
 	t.Helper()
 	skey, vkey, err := note.GenerateKey(nil, testOrigin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if logSigner, err = note.NewSigner(skey); err != nil {
+		t.Fatal(err)
+	}
+	if logVerifier, err = note.NewVerifier(vkey); err != nil {
 		t.Fatal(err)
 	}
 	sskey, svkey, err := submitter.GenerateEd25519(testSubmitter)
@@ -51,16 +54,16 @@ func newKeys(t *testing.T) (logSigner note.Signer, logVKey string, sub note.Sign
 	if err != nil {
 		t.Fatal(err)
 	}
-	return logSigner, vkey, sub, reg
+	return logSigner, logVerifier, vkey, sub, reg
 }
 
 // newFixture starts a log on a fresh MariaDB database (or memory storage if
 // dsn is "memory").
 func newFixture(t *testing.T, dsn string) *fixture {
 	t.Helper()
-	signer, vkey, sub, reg := newKeys(t)
+	signer, verifier, vkey, sub, reg := newKeys(t)
 	cfg := Config{
-		Signer: signer, Submitters: reg,
+		Signer: signer, Verifier: verifier, Submitters: reg,
 		SequencerInterval: 20 * time.Millisecond, CheckpointInterval: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}

@@ -15,6 +15,8 @@ type metrics struct {
 	batchSize         prometheus.Histogram
 	sequenced         prometheus.Gauge
 	fedToTrillian     prometheus.Counter
+	witnessFailures   *prometheus.CounterVec
+	cosignedSize      prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -58,8 +60,16 @@ func newMetrics() *metrics {
 			Name: "carelog_log_trillian_fed_entries_total",
 			Help: "Entries written to Trillian with AddSequencedLeaves (re-sends after a restart included).",
 		}),
+		witnessFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carelog_log_witness_failures_total",
+			Help: "Pushes to a witness that did not yield a valid cosignature, by witness.",
+		}, []string{"witness"}),
+		cosignedSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "carelog_log_cosigned_checkpoint_size",
+			Help: "Tree size of the latest checkpoint that meets the witness policy (what /checkpoint serves).",
+		}),
 	}
-	m.reg.MustRegister(m.sequencerLeader, m.batchSize, m.sequenced, m.fedToTrillian, m.entries, m.checkpointSize, m.checkpointsSigned, m.signRefusals, m.requests,
+	m.reg.MustRegister(m.witnessFailures, m.cosignedSize, m.sequencerLeader, m.batchSize, m.sequenced, m.fedToTrillian, m.entries, m.checkpointSize, m.checkpointsSigned, m.signRefusals, m.requests,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

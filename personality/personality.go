@@ -5,6 +5,7 @@
 package personality
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -35,6 +36,12 @@ type Log struct {
 	seq      *batchSequencer // nil unless batched sequencing
 	limiter  *limiter
 	handler  http.Handler
+
+	policy *checkpoint.Policy
+	wit    *witnessing // nil without witnesses
+	pubMu  sync.RWMutex
+	cosig  []byte // latest note that met the policy
+	cosigN uint64 // its size
 }
 
 // New sets the log up: connects to the database (creating it and the
@@ -108,6 +115,23 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 	if err := l.ckpt.load(ctx); err != nil {
 		return nil, err
 	}
+	l.policy = cfg.Policy
+	if l.policy == nil {
+		l.policy = checkpoint.NoWitnesses()
+	}
+	if len(l.policy.Witnesses()) > 0 {
+		l.wit = newWitnessing(l, l.policy, cfg.WitnessTimeout)
+		l.ckpt.onSigned = l.wit.signed
+	}
+	if n, err := l.store.Cosigned(ctx, l.origin); err != nil {
+		return nil, err
+	} else if n != nil {
+		cp, err := checkpoint.Open(n, l.origin, cfg.Verifier)
+		if err != nil {
+			return nil, fmt.Errorf("the stored cosigned checkpoint does not verify: %w", err)
+		}
+		l.publishCosigned(cp.Size, n)
+	}
 	l.handler = l.routes()
 	ok = true
 	return l, nil
@@ -127,21 +151,54 @@ func (l *Log) Handler() http.Handler { return l.handler }
 // call it to avoid waiting.
 func (l *Log) SignCheckpoint(ctx context.Context) error { return l.ckpt.step(ctx) }
 
-// PublishedCheckpoint returns the checkpoint note /checkpoint serves, nil
-// before the first.
+// PublishedCheckpoint returns the checkpoint note /checkpoint serves: the
+// newest one that meets the witness policy, with the cosignatures attached;
+// nil before the first.
 func (l *Log) PublishedCheckpoint() []byte {
-	if cp := l.ckpt.Latest(); cp != nil {
-		return cp.Note
+	latest := l.ckpt.Latest()
+	l.pubMu.RLock()
+	cosig, cosigN := l.cosig, l.cosigN
+	l.pubMu.RUnlock()
+	if cosig != nil && latest != nil && cosigN >= latest.Size {
+		return cosig
 	}
-	return nil
+	if latest != nil && l.policy.Satisfied(latest.Note) {
+		return latest.Note // the policy needs no cosignature
+	}
+	return cosig
 }
 
 func (l *Log) publishedSigned() *checkpoint.Checkpoint {
-	cp := l.ckpt.Latest()
-	if cp == nil {
+	n := l.PublishedCheckpoint()
+	if n == nil {
 		return nil
 	}
-	return &checkpoint.Checkpoint{Origin: l.origin, Size: cp.Size, Hash: cp.Root}
+	body, _, _ := bytes.Cut(n, []byte("\n\n"))
+	cp, err := checkpoint.ParseBody(append(body, '\n'))
+	if err != nil {
+		return nil
+	}
+	return &cp
+}
+
+// cosignedSize is the size of the latest policy-satisfying checkpoint.
+func (l *Log) cosignedSize() *uint64 {
+	l.pubMu.RLock()
+	defer l.pubMu.RUnlock()
+	if l.cosig == nil {
+		return nil
+	}
+	n := l.cosigN
+	return &n
+}
+
+func (l *Log) publishCosigned(size uint64, note []byte) {
+	l.pubMu.Lock()
+	defer l.pubMu.Unlock()
+	if l.cosig == nil || size > l.cosigN {
+		l.cosig, l.cosigN = note, size
+		l.metrics.cosignedSize.Set(float64(size))
+	}
 }
 
 // Run signs checkpoints and serves HTTP (and gRPC, if configured) until ctx
@@ -154,6 +211,10 @@ func (l *Log) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); l.ckpt.run(ctx, l.cfg.CheckpointInterval) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); (&indexer{l: l}).run(ctx, l.cfg.CheckpointInterval) }()
+	if l.wit != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.wit.run(ctx, l.cfg.WitnessRetry) }()
+	}
 	if l.seq != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); l.seq.run(ctx) }()

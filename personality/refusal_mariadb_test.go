@@ -29,7 +29,7 @@ func TestRefusesSwappedTreeOnMariaDB(t *testing.T) {
 
 	// Another Trillian history for the same origin and key: 25 other entries.
 	b := newFixture(t, "")
-	b.cfg.Signer = a.cfg.Signer
+	b.cfg.Signer, b.cfg.Verifier = a.cfg.Signer, a.cfg.Verifier
 	b.stop()
 	b.logVKey = a.logVKey
 	b.start()

@@ -80,3 +80,12 @@ CREATE TABLE IF NOT EXISTS carelog_sequencer_lease (
   expires_at  BIGINT NOT NULL,
   PRIMARY KEY (origin)
 );
+
+-- The latest checkpoint that meets the witness policy, with the witnesses'
+-- cosignatures attached: what GET /checkpoint serves.
+CREATE TABLE IF NOT EXISTS carelog_cosigned (
+  origin    VARCHAR(255) NOT NULL,
+  size      BIGINT UNSIGNED NOT NULL,
+  note      BLOB NOT NULL,
+  PRIMARY KEY (origin)
+);

@@ -40,6 +40,11 @@ type store interface {
 	// if prev (nil: none) is still the latest; otherwise errCheckpointRace.
 	RecordCheckpoint(ctx context.Context, origin string, prev *signedCheckpoint, next signedCheckpoint) error
 
+	// Cosigned returns the latest checkpoint note that met the witness
+	// policy, nil if none; RecordCosigned replaces it if size is larger.
+	Cosigned(ctx context.Context, origin string) ([]byte, error)
+	RecordCosigned(ctx context.Context, origin string, size uint64, note []byte) error
+
 	// IndexPosition is the first leaf the pseudonym index has not read.
 	IndexPosition(ctx context.Context, origin string) (uint64, error)
 	// AddToIndex records rows for leaves [from, to) and moves the position
@@ -120,6 +125,21 @@ func (s *mysqlStore) RecordCheckpoint(ctx context.Context, origin string, prev *
 	return tx.Commit()
 }
 
+func (s *mysqlStore) Cosigned(ctx context.Context, origin string) ([]byte, error) {
+	var n []byte
+	err := s.db.QueryRowContext(ctx, "SELECT note FROM carelog_cosigned WHERE origin = ?", origin).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return n, err
+}
+
+func (s *mysqlStore) RecordCosigned(ctx context.Context, origin string, size uint64, note []byte) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO carelog_cosigned (origin, size, note) VALUES (?, ?, ?)
+		ON DUPLICATE KEY UPDATE note = IF(VALUES(size) > size, VALUES(note), note), size = GREATEST(size, VALUES(size))`, origin, size, note)
+	return err
+}
+
 func (s *mysqlStore) IndexPosition(ctx context.Context, origin string) (uint64, error) {
 	var n uint64
 	err := s.db.QueryRowContext(ctx, "SELECT next_index FROM carelog_index_state WHERE origin = ?", origin).Scan(&n)
@@ -187,12 +207,33 @@ type memoryStore struct {
 	trees  map[string]int64
 	latest map[string]*signedCheckpoint
 	pos    map[string]uint64
+	cosig  map[string]cosignedRecord
 	index  map[string][]uint64 // origin + "\n" + pseudonym -> ascending indices
 }
 
 func newMemoryStore() *memoryStore {
 	return &memoryStore{trees: map[string]int64{}, latest: map[string]*signedCheckpoint{},
-		pos: map[string]uint64{}, index: map[string][]uint64{}}
+		pos: map[string]uint64{}, index: map[string][]uint64{}, cosig: map[string]cosignedRecord{}}
+}
+
+type cosignedRecord struct {
+	size uint64
+	note []byte
+}
+
+func (s *memoryStore) Cosigned(_ context.Context, origin string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cosig[origin].note, nil
+}
+
+func (s *memoryStore) RecordCosigned(_ context.Context, origin string, size uint64, note []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.cosig[origin]; !ok || size > c.size {
+		s.cosig[origin] = cosignedRecord{size: size, note: note}
+	}
+	return nil
 }
 
 func (s *memoryStore) IndexPosition(_ context.Context, origin string) (uint64, error) {

@@ -63,7 +63,7 @@ func run() error {
 	if *keyFile == "" || *submitters == "" {
 		return fmt.Errorf("--key and --submitters are required (see -help; `carelog keygen` makes keys)")
 	}
-	signer, err := personality.LoadSigner(*keyFile)
+	signer, verifier, err := personality.LoadKey(*keyFile)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func run() error {
 		}
 	}
 	cfg := personality.Config{
-		Signer: signer, Submitters: reg, Policy: policy,
+		Signer: signer, Verifier: verifier, Submitters: reg, Policy: policy,
 		MySQLDSN: *mysqlDSN, Memory: *memory,
 		TrillianLogAddr: *trillianLog, TrillianAdminAddr: *trillianAdmin, TreeID: *treeID, TrillianSchema: *trillianSchema,
 		SequencerInterval: *seqInterval, SequencerBatch: *seqBatch, CheckpointInterval: *ckptInterval,
