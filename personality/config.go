@@ -158,4 +158,3 @@ func LoadKey(path string) (note.Signer, note.Verifier, error) {
 	}
 	return s, v, nil
 }
-
