@@ -184,4 +184,3 @@ func TestPolicy(t *testing.T) {
 		t.Fatal("a bad policy parsed")
 	}
 }
-
