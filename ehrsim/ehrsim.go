@@ -20,7 +20,12 @@ type Generator struct {
 	Site string
 	// Patients and Actors size the simulated population.
 	Patients, Actors int
+	// SnoopEvery makes one event in SnoopEvery come from the snooper: a
+	// staff member who reads the records of many unrelated patients. 0: no
+	// snooper.
+	SnoopEvery int
 
+	n   int
 	rng *rand.Rand
 	key []byte
 }
@@ -28,7 +33,7 @@ type Generator struct {
 // New returns a generator with a deterministic stream for seed.
 func New(system string, seed uint64) *Generator {
 	return &Generator{
-		System: system, Site: "site-1", Patients: 500, Actors: 40,
+		System: system, Site: "site-1", Patients: 500, Actors: 40, SnoopEvery: 0,
 		rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		key: []byte(fmt.Sprintf("ehrsim-pseudonym-key-%d", seed)),
 	}
@@ -42,6 +47,10 @@ func (g *Generator) Pseudonym(n int) string {
 // Next returns a new, typical event: mostly reads under treatment, some
 // searches, updates and exports, rarely a break-glass.
 func (g *Generator) Next(at time.Time) *entry.Event {
+	g.n++
+	if g.SnoopEvery > 0 && g.n%g.SnoopEvery == 0 {
+		return g.snoop(at)
+	}
 	actor := g.rng.IntN(g.Actors)
 	e := &entry.Event{
 		V:       entry.Version,
@@ -74,6 +83,23 @@ func (g *Generator) Next(at time.Time) *entry.Event {
 		e.Resource = entry.Resource{Type: "Observation", ID: g.resourceID()}
 	}
 	return e
+}
+
+// SnooperID is the actor id of the simulated snooper.
+const SnooperID = "staff-0666"
+
+// snoop is a read by the snooper of a random patient's record, under a
+// plausible-looking purpose.
+func (g *Generator) snoop(at time.Time) *entry.Event {
+	return &entry.Event{
+		V: entry.Version, ID: uuid.Must(uuid.NewRandomFromReader(g)).String(),
+		Time: at.UTC().Format(time.RFC3339Nano), Action: "R", Event: "read", Outcome: 0,
+		Actor:    entry.Actor{ID: SnooperID, Role: "admin-clerk", Org: "org-1"},
+		Patient:  g.Pseudonym(g.rng.IntN(g.Patients)),
+		Purpose:  "TREAT",
+		Resource: entry.Resource{Type: "Condition", ID: g.resourceID()},
+		Source:   entry.Source{System: g.System, Site: g.Site},
+	}
 }
 
 // Read implements io.Reader over the generator's random stream, so event

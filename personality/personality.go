@@ -201,15 +201,28 @@ func (l *Log) publishCosigned(size uint64, note []byte) {
 	}
 }
 
-// Run signs checkpoints and serves HTTP (and gRPC, if configured) until ctx
-// ends, then shuts down gracefully.
+// Run signs checkpoints and serves HTTP on Config.Listen (and gRPC, if
+// configured) until ctx ends, then shuts down gracefully.
 func (l *Log) Run(ctx context.Context) error {
+	var ln net.Listener
+	if l.cfg.Listen != "" {
+		var err error
+		if ln, err = net.Listen("tcp", l.cfg.Listen); err != nil {
+			return fmt.Errorf("listening on %s: %w", l.cfg.Listen, err)
+		}
+	}
+	return l.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller made (nil: no HTTP).
+func (l *Log) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(2)
 	go func() { defer wg.Done(); l.ckpt.run(ctx, l.cfg.CheckpointInterval) }()
-	wg.Add(1)
 	go func() { defer wg.Done(); (&indexer{l: l}).run(ctx, l.cfg.CheckpointInterval) }()
 	if l.wit != nil {
 		wg.Add(1)
@@ -222,13 +235,7 @@ func (l *Log) Run(ctx context.Context) error {
 
 	errc := make(chan error, 2)
 	var srv *http.Server
-	if l.cfg.Listen != "" {
-		ln, err := net.Listen("tcp", l.cfg.Listen)
-		if err != nil {
-			cancel()
-			wg.Wait()
-			return fmt.Errorf("listening on %s: %w", l.cfg.Listen, err)
-		}
+	if ln != nil {
 		srv = &http.Server{
 			Handler:           l.handler,
 			ReadHeaderTimeout: 5 * time.Second,
@@ -247,8 +254,6 @@ func (l *Log) Run(ctx context.Context) error {
 	if l.cfg.GRPCListen != "" {
 		stop, err := l.serveGRPC(l.cfg.GRPCListen, errc)
 		if err != nil {
-			cancel()
-			wg.Wait()
 			return err
 		}
 		defer stop()
@@ -258,13 +263,11 @@ func (l *Log) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	cancel()
 	if srv != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = srv.Shutdown(sctx)
 		scancel()
 	}
-	wg.Wait()
 	return err
 }
 

@@ -45,6 +45,11 @@ func run() error {
 		ckptInterval   = fs.Duration("checkpoint-interval", time.Second, "how often to sign a checkpoint if the tree grew")
 		seqInterval    = fs.Duration("sequencer-interval", 100*time.Millisecond, "in-process Trillian sequencer interval")
 		seqBatch       = fs.Int("sequencer-batch", 1000, "in-process Trillian sequencer batch size")
+		sequencing     = fs.String("sequencing", "batched", "batched (the log assigns indices; PREORDERED_LOG trees) or trillian (QueueLeaf); applies to new trees")
+		batchDelay     = fs.Duration("batch-delay", 5*time.Millisecond, "batched sequencing: how long to wait to fill a batch")
+		leaseTTL       = fs.Duration("lease-ttl", 10*time.Second, "batched sequencing: lifetime of the sequencer lease among replicas")
+		witnessTimeout = fs.Duration("witness-timeout", 5*time.Second, "timeout of one exchange with a witness")
+		witnessRetry   = fs.Duration("witness-retry", 3*time.Second, "how often to push again a checkpoint that does not yet meet the policy")
 		mmd            = fs.Duration("max-merge-delay", time.Minute, "maximum merge delay the log promises")
 		rateLimit      = fs.Float64("rate-limit", 0, "entries per second per submitter (0: unlimited)")
 		rateBurst      = fs.Int("rate-burst", 100, "burst size of the per-submitter rate limit")
@@ -86,6 +91,8 @@ func run() error {
 		MySQLDSN: *mysqlDSN, Memory: *memory,
 		TrillianLogAddr: *trillianLog, TrillianAdminAddr: *trillianAdmin, TreeID: *treeID, TrillianSchema: *trillianSchema,
 		SequencerInterval: *seqInterval, SequencerBatch: *seqBatch, CheckpointInterval: *ckptInterval,
+		Sequencing: *sequencing, BatchDelay: *batchDelay, LeaseTTL: *leaseTTL,
+		WitnessTimeout: *witnessTimeout, WitnessRetry: *witnessRetry,
 		MaxMergeDelay: *mmd, RateLimit: *rateLimit, RateBurst: *rateBurst,
 		Listen: *listen, Prefix: *prefix, GRPCListen: *grpcListen, Logger: logger,
 	}

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -26,34 +27,35 @@ import (
 )
 
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run() int {
+func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("carelog-monitor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "JSON config file (see docs/monitor.md); required")
 	once := fs.Bool("once", false, "run one full pass, print the result as JSON and exit with its code")
 	listen := fs.String("listen", "", "address for /status, /alerts, /metrics, POST /promises (overrides the config)")
 	stateDir := fs.String("state", "", "state directory (overrides the config)")
 	ack := fs.String("ack", "", "acknowledge these alert ids (comma-separated) and exit")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return monitor.ExitUsage
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintln(os.Stderr, "carelog-monitor: -log-level:", err)
+		fmt.Fprintln(stderr, "carelog-monitor: -log-level:", err)
 		return monitor.ExitUsage
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	if *configPath == "" {
-		fmt.Fprintln(os.Stderr, "carelog-monitor: -config is required")
+		fmt.Fprintln(stderr, "carelog-monitor: -config is required")
 		fs.Usage()
 		return monitor.ExitUsage
 	}
 	cfg, err := monitor.LoadConfig(*configPath)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "carelog-monitor:", err)
+		fmt.Fprintln(stderr, "carelog-monitor:", err)
 		return monitor.ExitUsage
 	}
 	if *listen != "" {
@@ -66,7 +68,7 @@ func run() int {
 
 	m, err := monitor.New(cfg)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "carelog-monitor:", err)
+		fmt.Fprintln(stderr, "carelog-monitor:", err)
 		return monitor.ExitUsage
 	}
 	defer m.Close()
@@ -80,21 +82,21 @@ func run() int {
 		for _, s := range strings.Split(*ack, ",") {
 			id, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "carelog-monitor: -ack: %q is not an alert id\n", s)
+				fmt.Fprintf(stderr, "carelog-monitor: -ack: %q is not an alert id\n", s)
 				return monitor.ExitUsage
 			}
 			ids = append(ids, id)
 		}
 		n, err := m.Acknowledge(ctx, ids...)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "carelog-monitor:", err)
+			fmt.Fprintln(stderr, "carelog-monitor:", err)
 			return monitor.ExitOperational
 		}
-		fmt.Printf("acknowledged %d alert(s)\n", n)
+		fmt.Fprintf(stdout, "acknowledged %d alert(s)\n", n)
 		return monitor.ExitClean
 	case *once:
 		res := m.RunOnce(ctx)
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(res)
 		return res.ExitCode()

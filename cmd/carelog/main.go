@@ -22,6 +22,7 @@ var commands = map[string]command{
 	"submit":         {"sign an access event and submit it to a log", cmdSubmit},
 	"checkpoint":     {"fetch and verify a log's checkpoint", cmdCheckpoint},
 	"verify":         {"verify inclusion (online or from a bundle) or consistency", cmdVerify},
+	"simulate":       {"run a simulated EHR against a log (a load generator)", cmdSimulate},
 	"patient-report": {"list, with verified proofs, every access to one patient's records", cmdPatientReport},
 }
 

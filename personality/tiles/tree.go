@@ -124,20 +124,31 @@ func edgeAt(size uint64, L uint, n, w uint64) bool {
 // maximal perfect subtrees of [0, size), and a maximal subtree is never
 // inside a full tile (the full tile's own subtree would be larger).
 func rootFromEdges(size uint64, edges []*edgeTile) ([]byte, error) {
+	return foldRoot(size, func(level uint, index uint64) ([]byte, error) {
+		L, n, j, k := tileCoords(level, index)
+		if int(L) < len(edges) {
+			if h, ok := edges[L].node(n, j, k); ok {
+				return h, nil
+			}
+		}
+		return nil, fmt.Errorf("%w: (%d, %d) of size %d", errNotInTree, level, index, size)
+	})
+}
+
+// foldRoot computes the RFC 6962 root of the tree of the given size by
+// folding, right to left, the hashes of the maximal perfect subtrees that
+// make up [0, size), read with node.
+func foldRoot(size uint64, node func(level uint, index uint64) ([]byte, error)) ([]byte, error) {
 	if size == 0 {
 		return append([]byte(nil), emptyRoot...), nil
 	}
-	var buf [2 * 64]compact.NodeID
+	var buf [64]compact.NodeID
 	ids := compact.RangeNodes(0, size, buf[:0])
 	var root []byte
 	for i := len(ids) - 1; i >= 0; i-- {
-		L, n, j, k := tileCoords(ids[i].Level, ids[i].Index)
-		if int(L) >= len(edges) {
-			return nil, fmt.Errorf("%w: level %d of size %d", errNotInTree, ids[i].Level, size)
-		}
-		h, ok := edges[L].node(n, j, k)
-		if !ok {
-			return nil, fmt.Errorf("%w: (%d, %d) of size %d", errNotInTree, ids[i].Level, ids[i].Index, size)
+		h, err := node(ids[i].Level, ids[i].Index)
+		if err != nil {
+			return nil, err
 		}
 		if root == nil {
 			root = append([]byte(nil), h...)
