@@ -7,18 +7,20 @@ import (
 	"time"
 )
 
-// cacheKey names an immutable resource: a full hash tile (level ≥ 0) or a
-// full entry bundle (level entriesLevel).
+// cacheKey names an immutable resource: a full hash tile (level ≥ 0, w
+// 256, held expanded) or an entry bundle (level entriesLevel, w entries).
 type cacheKey struct {
 	level int
 	n     uint64
+	w     uint64
 }
 
 const entriesLevel = -1
 
-// lru is a byte-bounded least-recently-used cache of immutable values. Only
-// full tiles and full entry bundles go in: they never change, so a cached
-// value is never stale.
+// lru is a byte-bounded least-recently-used cache of immutable values: full
+// tiles and entry bundles, which never change (nor does a partial bundle:
+// the first W entries of a bundle are fixed), so a cached value is never
+// stale.
 type lru struct {
 	mu    sync.Mutex
 	max   int64

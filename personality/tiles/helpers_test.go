@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -115,7 +116,8 @@ func openDB(t testing.TB, storage string) *sql.DB {
 
 func newTiler(t testing.TB, db *sql.DB, l *testLog, cacheBytes int64) *Tiler {
 	t.Helper()
-	tl, err := New(context.Background(), Config{Origin: testOrigin, Leaves: l.source, DB: db, CacheBytes: cacheBytes})
+	tl, err := New(context.Background(), Config{Origin: testOrigin, Leaves: l.source, DB: db, CacheBytes: cacheBytes,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,27 +92,28 @@ func (t *Tiler) serveEntries(w http.ResponseWriter, r *http.Request, rest string
 }
 
 // bundle returns entry bundle n, width entries wide, which the tree of s
-// holds. Full bundles are cached; a partial one is cut from its cached full
-// bundle if there is one, or else read.
+// holds: from the cache (cut from the full bundle if that is there), or else
+// read from the log once however many clients ask at the same time.
 func (t *Tiler) bundle(ctx context.Context, s *snapshot, n, width uint64) ([]byte, error) {
-	key := cacheKey{level: entriesLevel, n: n}
-	if fullTileAt(s.size, 0, n) {
+	if b, ok := t.cache.get(cacheKey{level: entriesLevel, n: n, w: tileWidth}); ok {
+		t.m.cacheHit[kindEntries].Inc()
+		return bundlePrefix(b, width), nil
+	}
+	key := cacheKey{level: entriesLevel, n: n, w: width}
+	if width < tileWidth {
 		if b, ok := t.cache.get(key); ok {
 			t.m.cacheHit[kindEntries].Inc()
-			return bundlePrefix(b, width), nil
-		}
-		t.m.cacheMiss[kindEntries].Inc()
-		if width == tileWidth {
-			return t.flight.do(ctx, key, func(ctx context.Context) ([]byte, error) {
-				b, err := t.readBundle(ctx, s, n, tileWidth)
-				if err == nil {
-					t.cache.put(key, b)
-				}
-				return b, err
-			})
+			return b, nil
 		}
 	}
-	return t.readBundle(ctx, s, n, width)
+	t.m.cacheMiss[kindEntries].Inc()
+	return t.flight.do(ctx, key, func(ctx context.Context) ([]byte, error) {
+		b, err := t.readBundle(ctx, s, n, width)
+		if err == nil {
+			t.cache.put(key, b)
+		}
+		return b, err
+	})
 }
 
 // readBundle reads the first width leaves of bundle n from the log, checks

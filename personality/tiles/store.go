@@ -150,11 +150,16 @@ func (s *mysqlStore) commit(ctx context.Context, prev, next position, rows []til
 type memoryStore struct {
 	mu    sync.Mutex
 	pos   position
-	tiles map[cacheKey][]byte
+	tiles map[memoryKey][]byte
+}
+
+type memoryKey struct {
+	level uint
+	n     uint64
 }
 
 func newMemoryStore() *memoryStore {
-	return &memoryStore{pos: position{root: emptyRoot}, tiles: make(map[cacheKey][]byte)}
+	return &memoryStore{pos: position{root: emptyRoot}, tiles: make(map[memoryKey][]byte)}
 }
 
 func (s *memoryStore) position(context.Context) (position, error) {
@@ -166,7 +171,7 @@ func (s *memoryStore) position(context.Context) (position, error) {
 func (s *memoryStore) readTile(_ context.Context, level uint, n uint64) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.tiles[cacheKey{level: int(level), n: n}], nil
+	return s.tiles[memoryKey{level, n}], nil
 }
 
 func (s *memoryStore) commit(_ context.Context, prev, next position, rows []tileRow) error {
@@ -178,7 +183,7 @@ func (s *memoryStore) commit(_ context.Context, prev, next position, rows []tile
 	for _, r := range rows {
 		// Copies: the caller's buffers keep changing, and stored rows are
 		// handed out to readers.
-		s.tiles[cacheKey{level: int(r.level), n: r.n}] = append([]byte(nil), r.hashes...)
+		s.tiles[memoryKey{r.level, r.n}] = append([]byte(nil), r.hashes...)
 	}
 	s.pos = position{size: next.size, root: append([]byte(nil), next.root...), pending: next.pending}
 	return nil

@@ -30,7 +30,6 @@ import (
 	"github.com/carelog/carelog/checkpoint"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 )
 
 // Named errors; callers map them to status codes at their edge.
@@ -49,7 +48,8 @@ var (
 
 // LeafSource returns the log's leaves (entry bytes, in order) from index
 // start: at least one and at most end-start of them. CatchUp asks for at
-// most maxLeavesPerRead at a time.
+// most 1000 at a time, entry bundles for at most 256. It is called
+// concurrently (by CatchUp and by HTTP requests for entry bundles).
 type LeafSource func(ctx context.Context, start, end uint64) ([][]byte, error)
 
 // Config is what a Tiler needs. Zero values take the documented defaults.
@@ -63,7 +63,7 @@ type Config struct {
 	// which keeps nothing.
 	DB *sql.DB
 	// CacheBytes bounds the memory cache of full hash tiles (16 KiB each
-	// with their inner nodes) and full entry bundles. Default 64 MiB.
+	// with their inner nodes) and entry bundles. Default 64 MiB.
 	CacheBytes int64
 	// Registry, if set, gets the metrics (carelog_tiles_*).
 	Registry prometheus.Registerer
@@ -308,7 +308,7 @@ func (t *Tiler) CatchUp(ctx context.Context, cp checkpoint.Checkpoint) error {
 	}
 	// Verified and durable: now the new tiles may be cached and served.
 	for _, f := range full[max(0, len(full)-warmTiles):] {
-		t.cache.put(cacheKey{level: int(f.level), n: f.n}, f.nodes)
+		t.cache.put(cacheKey{level: int(f.level), n: f.n, w: tileWidth}, f.nodes)
 	}
 	t.publish(&snapshot{size: cp.Size, root: root, edges: edges})
 	t.work = b
@@ -350,7 +350,7 @@ func (t *Tiler) node(ctx context.Context, s *snapshot, level uint, index uint64)
 // fullTile returns the expanded nodes of full tile n of level L, from the
 // cache or else the store.
 func (t *Tiler) fullTile(ctx context.Context, L uint, n uint64) ([]byte, error) {
-	key := cacheKey{level: int(L), n: n}
+	key := cacheKey{level: int(L), n: n, w: tileWidth}
 	if nodes, ok := t.cache.get(key); ok {
 		t.m.cacheHit[kindHash].Inc()
 		return nodes, nil
@@ -420,5 +420,5 @@ func (t *Tiler) prove(ctx context.Context, s *snapshot, nodes proof.Nodes) ([][]
 		hashes[i] = buf[i*hashSize : (i+1)*hashSize : (i+1)*hashSize]
 		copy(hashes[i], h)
 	}
-	return nodes.Rehash(hashes, rfc6962.DefaultHasher.HashChildren)
+	return nodes.Rehash(hashes, hashChildren)
 }
