@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/carelog/carelog/checkpoint"
+	"github.com/carelog/carelog/personality/tiles"
 	"github.com/google/trillian"
 	"github.com/google/trillian/types"
 	"golang.org/x/mod/sumdb/note"
@@ -43,6 +44,7 @@ type checkpointer struct {
 	signer  note.Signer
 	trill   rootSource
 	store   store
+	tiler   *tiles.Tiler
 	logger  *slog.Logger
 	metrics *metrics
 	// onSigned is called after a new checkpoint is recorded and published.
@@ -124,6 +126,9 @@ func (c *checkpointer) step(ctx context.Context) error {
 			if err := checkpoint.VerifyConsistency(prev, next, nil); err != nil {
 				return c.refuse(err)
 			}
+			if err := c.catchUp(ctx, next); err != nil {
+				return err
+			}
 			c.publish(last, false)
 			return nil // nothing new to sign
 		}
@@ -140,6 +145,12 @@ func (c *checkpointer) step(ctx context.Context) error {
 			return c.refuse(err)
 		}
 	}
+	// Before signing, recompute the root from the leaves themselves (the
+	// tiles are built from them): the log signs only a root it has seen to
+	// be the root of the leaves it serves.
+	if err := c.catchUp(ctx, next); err != nil {
+		return err
+	}
 	msg, err := checkpoint.Sign(next, c.signer)
 	if err != nil {
 		return err
@@ -152,6 +163,18 @@ func (c *checkpointer) step(ctx context.Context) error {
 		return fmt.Errorf("recording checkpoint %d: %w", sc.Size, err)
 	}
 	c.publish(&sc, true)
+	return nil
+}
+
+// catchUp builds the tiles up to cp from the leaves and checks that they
+// hash to cp's root; a mismatch is a refusal to sign.
+func (c *checkpointer) catchUp(ctx context.Context, cp checkpoint.Checkpoint) error {
+	if err := c.tiler.CatchUp(ctx, cp); err != nil {
+		if errors.Is(err, tiles.ErrRootMismatch) {
+			return c.refuse(err)
+		}
+		return fmt.Errorf("building tiles up to %d: %w", cp.Size, err)
+	}
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/carelog/carelog/checkpoint"
+	"github.com/carelog/carelog/personality/tiles"
 	"github.com/google/trillian"
 	"github.com/google/trillian/types"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -20,7 +21,21 @@ import (
 // lyingTrillian serves whatever tree the test puts in it: the tree of a
 // honest log, or one rewritten behind the log's back.
 type lyingTrillian struct {
-	tree *testonly.Tree
+	tree   *testonly.Tree
+	leaves [][]byte // the tree's leaves
+}
+
+func (f *lyingTrillian) set(leaves [][]byte) {
+	f.leaves = leaves
+	f.tree = testonly.New(rfc6962.DefaultHasher)
+	f.tree.AppendData(leaves...)
+}
+
+func (f *lyingTrillian) source(_ context.Context, start, end uint64) ([][]byte, error) {
+	if end > uint64(len(f.leaves)) {
+		return nil, fmt.Errorf("no leaves beyond %d", len(f.leaves))
+	}
+	return f.leaves[start:end], nil
 }
 
 func (f *lyingTrillian) GetLatestSignedLogRoot(context.Context, *trillian.GetLatestSignedLogRootRequest, ...grpc.CallOption) (*trillian.GetLatestSignedLogRootResponse, error) {
@@ -39,12 +54,12 @@ func (f *lyingTrillian) GetConsistencyProof(_ context.Context, in *trillian.GetC
 	return &trillian.GetConsistencyProofResponse{Proof: &trillian.Proof{Hashes: p}}, nil
 }
 
-func treeOf(prefix string, n int) *testonly.Tree {
-	t := testonly.New(rfc6962.DefaultHasher)
-	for i := 0; i < n; i++ {
-		t.AppendData([]byte(fmt.Sprintf("%s-%d", prefix, i)))
+func leavesOf(prefix string, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = []byte(fmt.Sprintf("%s-%d", prefix, i))
 	}
-	return t
+	return out
 }
 
 // TestRefusesToSignInconsistentRoots plays a Trillian whose tree was
@@ -54,10 +69,16 @@ func treeOf(prefix string, n int) *testonly.Tree {
 func TestRefusesToSignInconsistentRoots(t *testing.T) {
 	signer, _, vkey, _, _ := newKeys(t)
 	st := newMemoryStore()
-	trill := &lyingTrillian{tree: treeOf("honest", 8)}
-	c := &checkpointer{origin: testOrigin, signer: signer, trill: trill, store: st,
-		logger: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: newMetrics()}
+	trill := &lyingTrillian{}
+	trill.set(leavesOf("honest", 8))
 	ctx := context.Background()
+	m := newMetrics()
+	tl, err := tiles.New(ctx, tiles.Config{Origin: testOrigin, Leaves: trill.source, Registry: m.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &checkpointer{origin: testOrigin, signer: signer, trill: trill, store: st, tiler: tl,
+		logger: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: m}
 	if err := c.step(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -69,25 +90,25 @@ func TestRefusesToSignInconsistentRoots(t *testing.T) {
 		t.Fatalf("signed checkpoint does not verify: %v", err)
 	}
 
-	rewritten := treeOf("honest", 8)
-	rewritten.AppendData([]byte("x"))
-	forkedAt3 := treeOf("honest", 3)
-	for i := 3; i < 12; i++ {
-		forkedAt3.AppendData([]byte(fmt.Sprintf("forged-%d", i)))
-	}
+	forkedAt3 := append(leavesOf("honest", 3), leavesOf("forged", 9)...)
 	cases := []struct {
-		name string
-		tree *testonly.Tree
-		want error
+		name   string
+		leaves [][]byte
+		serve  [][]byte // leaves served, if not the tree's own
+		want   error
 	}{
-		{"smaller tree", treeOf("honest", 5), checkpoint.ErrSmaller},
-		{"same size, other root", treeOf("other", 8), checkpoint.ErrSameSizeNewRoot},
-		{"larger tree that rewrote history", forkedAt3, checkpoint.ErrInconsistent},
-		{"empty tree", treeOf("honest", 0), checkpoint.ErrSmaller},
+		{"smaller tree", leavesOf("honest", 5), nil, checkpoint.ErrSmaller},
+		{"same size, other root", leavesOf("other", 8), nil, checkpoint.ErrSameSizeNewRoot},
+		{"larger tree that rewrote history", forkedAt3, nil, checkpoint.ErrInconsistent},
+		{"empty tree", nil, nil, checkpoint.ErrSmaller},
+		{"leaves that do not hash to the root", leavesOf("honest", 12), append(leavesOf("honest", 8), leavesOf("edited", 4)...), tiles.ErrRootMismatch},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			trill.tree = tc.tree
+			trill.set(tc.leaves)
+			if tc.serve != nil {
+				trill.leaves = tc.serve
+			}
 			err := c.step(ctx)
 			if !errors.Is(err, ErrRefusedToSign) || !errors.Is(err, tc.want) {
 				t.Fatalf("step: got %v, want a refusal wrapping %v", err, tc.want)
@@ -106,7 +127,7 @@ func TestRefusesToSignInconsistentRoots(t *testing.T) {
 	}
 
 	// An honest extension is signed again.
-	trill.tree = treeOf("honest", 13)
+	trill.set(leavesOf("honest", 13))
 	if err := c.step(ctx); err != nil {
 		t.Fatal(err)
 	}

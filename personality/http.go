@@ -88,6 +88,7 @@ func (l *Log) routes() http.Handler {
 	handle("GET "+api.PathProofBundle, "proof-bundle", l.handleBundle)
 	handle("GET "+api.PathEntries, "entries", l.handleEntries)
 	handle("GET "+api.PathPatientEvents+"{pseudonym}/events", "patient-events", l.handlePatientEvents)
+	mux.Handle("GET /tile/", l.tiler)
 	mux.HandleFunc("GET /healthz", l.handleHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(l.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -265,11 +266,28 @@ func (l *Log) checkSize(size uint64) error {
 }
 
 func (l *Log) inclusion(ctx context.Context, leafHash []byte, size uint64) (*api.InclusionProof, error) {
+	notFound := errorf(http.StatusNotFound, "no entry with this leaf hash in the tree of size %d", size)
+	if l.seq != nil {
+		// Batched sequencing knows every leaf's index; the proof comes from
+		// the tiles, with no Trillian query.
+		idx, ok, err := l.seq.indexOf(ctx, leafHash, size)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, notFound
+		}
+		p, err := l.tiler.InclusionProof(ctx, idx, size)
+		if err != nil {
+			return nil, fmt.Errorf("inclusion proof from tiles: %w", err)
+		}
+		return &api.InclusionProof{Index: idx, Size: size, Proof: nonNil(p)}, nil
+	}
 	resp, err := l.trill.log.GetInclusionProofByHash(ctx, &trillian.GetInclusionProofByHashRequest{
 		LogId: l.treeID, LeafHash: leafHash, TreeSize: int64(size), OrderBySequence: true})
 	if err != nil {
 		if c := status.Code(err); c == codes.NotFound || c == codes.InvalidArgument {
-			return nil, errorf(http.StatusNotFound, "no entry with this leaf hash in the tree of size %d", size)
+			return nil, notFound
 		}
 		return nil, fmt.Errorf("inclusion proof: %w", err)
 	}
@@ -278,7 +296,7 @@ func (l *Log) inclusion(ctx context.Context, leafHash []byte, size uint64) (*api
 			return &api.InclusionProof{Index: uint64(p.LeafIndex), Size: size, Proof: nonNil(p.Hashes)}, nil
 		}
 	}
-	return nil, errorf(http.StatusNotFound, "no entry with this leaf hash in the tree of size %d", size)
+	return nil, notFound
 }
 
 func nonNil(h [][]byte) [][]byte {
@@ -316,12 +334,11 @@ func (l *Log) ConsistencyProof(ctx context.Context, old, size uint64) (*api.Cons
 	}
 	out := &api.ConsistencyProof{Old: old, Size: size, Proof: [][]byte{}}
 	if old > 0 && old < size {
-		resp, err := l.trill.log.GetConsistencyProof(ctx, &trillian.GetConsistencyProofRequest{
-			LogId: l.treeID, FirstTreeSize: int64(old), SecondTreeSize: int64(size)})
+		p, err := l.tiler.ConsistencyProof(ctx, old, size)
 		if err != nil {
-			return nil, fmt.Errorf("consistency proof: %w", err)
+			return nil, fmt.Errorf("consistency proof from tiles: %w", err)
 		}
-		out.Proof = nonNil(resp.GetProof().GetHashes())
+		out.Proof = nonNil(p)
 	}
 	return out, nil
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/carelog/carelog/api"
 	"github.com/carelog/carelog/entry"
-	"github.com/google/trillian"
 )
 
 // patientRow is one index row: a leaf about a patient.
@@ -130,11 +129,15 @@ func (l *Log) PatientEvents(ctx context.Context, pseudonym string, size, from ui
 		out.Next = &next
 	}
 	for _, i := range idx {
-		resp, err := l.trill.log.GetEntryAndProof(ctx, &trillian.GetEntryAndProofRequest{LogId: l.treeID, LeafIndex: int64(i), TreeSize: int64(size)})
+		leaf, err := l.leaves(ctx, i, i+1)
 		if err != nil {
-			return nil, fmt.Errorf("entry %d with proof: %w", i, err)
+			return nil, err
 		}
-		out.Events = append(out.Events, api.PatientEvent{Index: i, Data: resp.GetLeaf().GetLeafValue(), Proof: nonNil(resp.GetProof().GetHashes())})
+		p, err := l.tiler.InclusionProof(ctx, i, size)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: proof from tiles: %w", i, err)
+		}
+		out.Events = append(out.Events, api.PatientEvent{Index: i, Data: leaf[0].Data, Proof: nonNil(p)})
 	}
 	return out, nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/carelog/carelog/checkpoint"
+	"github.com/carelog/carelog/personality/tiles"
 	"github.com/google/trillian"
 	"golang.org/x/time/rate"
 )
@@ -34,6 +35,7 @@ type Log struct {
 	ckpt     *checkpointer
 	appender appender
 	seq      *batchSequencer // nil unless batched sequencing
+	tiler    *tiles.Tiler
 	limiter  *limiter
 	handler  http.Handler
 
@@ -108,9 +110,25 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 	default:
 		l.appender = &queueAppender{log: l.trill.log, treeID: l.treeID}
 	}
+	if l.tiler, err = tiles.New(ctx, tiles.Config{
+		Origin: l.origin, DB: l.db, Registry: l.metrics.reg, Logger: l.logger,
+		Leaves: func(ctx context.Context, start, end uint64) ([][]byte, error) {
+			es, err := l.leaves(ctx, start, end)
+			if err != nil {
+				return nil, err
+			}
+			out := make([][]byte, len(es))
+			for i, e := range es {
+				out[i] = e.Data
+			}
+			return out, nil
+		},
+	}); err != nil {
+		return nil, err
+	}
 	l.ckpt = &checkpointer{
 		origin: l.origin, treeID: l.treeID, signer: cfg.Signer, trill: l.trill.log,
-		store: l.store, logger: l.logger, metrics: l.metrics,
+		store: l.store, tiler: l.tiler, logger: l.logger, metrics: l.metrics,
 	}
 	if err := l.ckpt.load(ctx); err != nil {
 		return nil, err

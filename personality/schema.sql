@@ -54,10 +54,12 @@ CREATE TABLE IF NOT EXISTS carelog_leaves (
   origin         VARCHAR(255) NOT NULL,
   leaf_index     BIGINT UNSIGNED NOT NULL,
   identity_hash  VARBINARY(32) NOT NULL,
+  leaf_hash      VARBINARY(32) NOT NULL,
   leaf_value     BLOB NOT NULL,
   accepted_at    BIGINT NOT NULL,
   PRIMARY KEY (origin, leaf_index),
-  UNIQUE KEY carelog_leaves_identity (origin, identity_hash)
+  UNIQUE KEY carelog_leaves_identity (origin, identity_hash),
+  KEY carelog_leaves_hash (origin, leaf_hash)
 );
 
 -- Entries accepted by a replica that does not hold the sequencer lease,

@@ -164,6 +164,20 @@ func (s *batchSequencer) lookup(ctx context.Context, id, raw []byte) (appended, 
 	return appended{LeafHash: checkpoint.LeafHash(raw), Accepted: time.Unix(0, at), Duplicate: true, Index: &idx}, nil, true
 }
 
+// indexOf finds the index of a sequenced leaf by its leaf hash.
+func (s *batchSequencer) indexOf(ctx context.Context, leafHash []byte, below uint64) (uint64, bool, error) {
+	var idx uint64
+	err := s.db.QueryRowContext(ctx, "SELECT leaf_index FROM carelog_leaves WHERE origin = ? AND leaf_hash = ? AND leaf_index < ? ORDER BY leaf_index LIMIT 1",
+		s.origin, leafHash, below).Scan(&idx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, backendErr(err)
+	}
+	return idx, true, nil
+}
+
 // backendErr marks a database failure as "backend unavailable, nothing
 // stored" for the API.
 func backendErr(err error) error {
@@ -465,12 +479,12 @@ func (s *batchSequencer) commit(ctx context.Context, batch []*seqReq, next uint6
 
 	for chunk := fresh; len(chunk) > 0; {
 		n := min(len(chunk), 500)
-		args := make([]any, 0, 5*n)
+		args := make([]any, 0, 6*n)
 		for _, l := range chunk[:n] {
-			args = append(args, s.origin, l.index, l.id, l.raw, l.at)
+			args = append(args, s.origin, l.index, l.id, checkpoint.LeafHash(l.raw), l.raw, l.at)
 		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO carelog_leaves (origin, leaf_index, identity_hash, leaf_value, accepted_at) VALUES "+
-			strings.TrimSuffix(strings.Repeat("(?,?,?,?,?),", n), ","), args...); err != nil {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO carelog_leaves (origin, leaf_index, identity_hash, leaf_hash, leaf_value, accepted_at) VALUES "+
+			strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", n), ","), args...); err != nil {
 			return 0, backendErr(err)
 		}
 		chunk = chunk[n:]
