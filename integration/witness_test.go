@@ -291,3 +291,7 @@ func TestForkedLogCaughtByGossip(t *testing.T) {
 		t.Fatalf("log A's cosigned checkpoint moved past the fork: %v %v", cp, err)
 	}
 }
+
+func signedGen(k *keyset) *ehrsim.Generator {
+	return ehrsim.New(k.submitterName, uint64(time.Now().UnixNano()))
+}

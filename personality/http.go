@@ -67,7 +67,10 @@ func statusOf(err error) (int, string) {
 
 func (l *Log) routes() http.Handler {
 	mux := http.NewServeMux()
+	methods := map[string][]string{}
 	handle := func(pattern, route string, h func(http.ResponseWriter, *http.Request) error) {
+		method, path, _ := strings.Cut(pattern, " ")
+		methods[path] = append(methods[path], method)
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
@@ -91,6 +94,14 @@ func (l *Log) routes() http.Handler {
 	mux.Handle("GET /tile/", l.tiler)
 	mux.HandleFunc("GET /healthz", l.handleHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(l.metrics.reg, promhttp.HandlerOpts{}))
+	// The right path with the wrong method is 405 with Allow, in JSON.
+	for path, ms := range methods {
+		allow := strings.Join(ms, ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			api.WriteError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use "+allow)
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, "no such endpoint; see DESIGN.md section 5 for the API")
 	})
