@@ -95,6 +95,7 @@ type process struct {
 	args   []string
 	cmd    *exec.Cmd
 	addr   string // HTTP address it reported
+	marker string
 	mu     sync.Mutex
 	output strings.Builder
 	exited chan struct{}
@@ -103,7 +104,14 @@ type process struct {
 // start runs a binary and waits until it logs that it serves HTTP.
 func start(t *testing.T, name string, args ...string) *process {
 	t.Helper()
-	p := &process{t: t, name: name, args: args}
+	return startUntil(t, "serving", name, args...)
+}
+
+// startUntil runs a binary and waits until it logs a JSON record whose
+// message contains marker (with an "addr" if marker is "serving").
+func startUntil(t *testing.T, marker, name string, args ...string) *process {
+	t.Helper()
+	p := &process{t: t, name: name, args: args, marker: marker}
 	p.run()
 	t.Cleanup(p.kill)
 	return p
@@ -137,7 +145,7 @@ func (p *process) run() {
 			}
 			// Every carelog binary logs a record whose message mentions
 			// "serving", with the address it listens on.
-			if json.Unmarshal([]byte(line), &rec) == nil && strings.Contains(rec.Msg, "serving") && rec.Addr != "" {
+			if json.Unmarshal([]byte(line), &rec) == nil && strings.Contains(rec.Msg, p.marker) && (rec.Addr != "" || p.marker != "serving") {
 				select {
 				case addrc <- rec.Addr:
 				default:

@@ -53,9 +53,7 @@ type trillianConn struct {
 func startInProcessTrillian(ctx context.Context, as storage.AdminStorage, ls storage.LogStorage, cfg Config) (*trillianConn, error) {
 	reg := extensionRegistry(as, ls)
 	lis := bufconn.Listen(4 << 20)
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
-	trillian.RegisterTrillianLogServer(gs, server.NewTrillianLogRPCServer(reg, clock.System))
-	trillian.RegisterTrillianAdminServer(gs, admin.New(reg, []trillian.TreeType{trillian.TreeType_LOG, trillian.TreeType_PREORDERED_LOG}))
+	gs := newTrillianGRPCServer(reg)
 	go func() { _ = gs.Serve(lis) }()
 
 	cc, err := grpc.NewClient("passthrough:///trillian-in-process",
@@ -68,6 +66,35 @@ func startInProcessTrillian(ctx context.Context, as storage.AdminStorage, ls sto
 	}
 
 	seqCtx, stopSeq := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runSequencer(seqCtx, reg, cfg)
+	}()
+	return &trillianConn{
+		log:   trillian.NewTrillianLogClient(cc),
+		admin: trillian.NewTrillianAdminClient(cc),
+		close: func() {
+			stopSeq()
+			<-done
+			_ = cc.Close()
+			gs.Stop()
+		},
+	}, nil
+}
+
+// newTrillianGRPCServer serves Trillian's log and admin APIs on reg.
+func newTrillianGRPCServer(reg extension.Registry) *grpc.Server {
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	trillian.RegisterTrillianLogServer(gs, server.NewTrillianLogRPCServer(reg, clock.System))
+	trillian.RegisterTrillianAdminServer(gs, admin.New(reg, []trillian.TreeType{trillian.TreeType_LOG, trillian.TreeType_PREORDERED_LOG}))
+	return gs
+}
+
+// runSequencer runs Trillian's sequencer (integration of queued or
+// pre-ordered leaves into the Merkle tree) until ctx ends. It assumes it is
+// the only sequencer of its trees: run exactly one.
+func runSequencer(ctx context.Context, reg extension.Registry, cfg Config) {
 	info := tlog.OperationInfo{
 		Registry:    reg,
 		BatchSize:   cfg.SequencerBatch,
@@ -80,21 +107,7 @@ func startInProcessTrillian(ctx context.Context, as storage.AdminStorage, ls sto
 			TimeSource:         clock.System,
 		},
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tlog.NewOperationManager(info, tlog.NewSequencerManager(reg, 0)).OperationLoop(seqCtx)
-	}()
-	return &trillianConn{
-		log:   trillian.NewTrillianLogClient(cc),
-		admin: trillian.NewTrillianAdminClient(cc),
-		close: func() {
-			stopSeq()
-			<-done
-			_ = cc.Close()
-			gs.Stop()
-		},
-	}, nil
+	tlog.NewOperationManager(info, tlog.NewSequencerManager(reg, 0)).OperationLoop(ctx)
 }
 
 func extensionRegistry(as storage.AdminStorage, ls storage.LogStorage) extension.Registry {
