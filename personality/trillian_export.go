@@ -61,7 +61,7 @@ type TrillianServerConfig struct {
 	// Listener, if set, serves the log and admin gRPC APIs.
 	Listener net.Listener
 	// Sequencer runs the sequencer. Run exactly one sequencer per database.
-	Sequencer         bool
+	Sequencer bool
 	// Tuning holds the sequencer settings (SequencerInterval,
 	// SequencerBatch) and the Logger; other fields are ignored.
 	Tuning Config
