@@ -76,3 +76,11 @@ func keyOrFile(s string) (string, error) {
 	}
 	return strings.TrimSpace(string(b)), nil
 }
+
+// policyNote says what the witness policy check amounted to.
+func policyNote(c *client.Log) string {
+	if n := len(c.Policy().Witnesses()); n > 0 {
+		return fmt.Sprintf("witness policy met (%d witnesses named)", n)
+	}
+	return "no witness policy given: checked the log's signature only"
+}

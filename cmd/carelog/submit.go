@@ -110,7 +110,7 @@ func cmdSubmit(ctx context.Context, args []string) error {
 		}
 		out["index"] = inc.Index
 		out["checkpoint_size"] = inc.Checkpoint.Size
-		out["verified"] = "inclusion proof checked against a checkpoint signed by the log and meeting the witness policy"
+		out["verified"] = "inclusion proof checked against a checkpoint signed by the log; " + policyNote(c)
 		if *bundle != "" {
 			b, err := c.ProofBundle(wctx, res.LeafHash)
 			if err != nil {

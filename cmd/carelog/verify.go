@@ -33,7 +33,7 @@ func cmdCheckpoint(ctx context.Context, args []string) error {
 		return verificationFailed(err)
 	}
 	fmt.Print(string(raw))
-	fmt.Fprintf(os.Stderr, "verified: size %d, signed by %s, witness policy met\n", cp.Size, cp.Origin)
+	fmt.Fprintf(os.Stderr, "verified: size %d, signed by %s, %s\n", cp.Size, cp.Origin, policyNote(c))
 	return nil
 }
 
@@ -89,7 +89,7 @@ func verifyInclusion(ctx context.Context, args []string) error {
 	if err != nil {
 		return verificationFailed(err)
 	}
-	fmt.Printf("OK: entry is at index %d in the log's tree of size %d (checkpoint signed by %s, witness policy met)\n", idx, cp.Size, cp.Origin)
+	fmt.Printf("OK: entry is at index %d in the log's tree of size %d (checkpoint signed by %s, %s)\n", idx, cp.Size, cp.Origin, policyNote(c))
 	return nil
 }
 
