@@ -9,6 +9,8 @@ import (
 
 	"github.com/carelog/carelog/checkpoint"
 	"github.com/carelog/carelog/client"
+	"github.com/carelog/carelog/submitter"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // exitError carries a specific exit code: 1 for usage and operational
@@ -83,4 +85,17 @@ func policyNote(c *client.Log) string {
 		return fmt.Sprintf("witness policy met (%d witnesses named)", n)
 	}
 	return "no witness policy given: checked the log's signature only"
+}
+
+// submitterSigner loads a submitter's private key (or a file holding it).
+func submitterSigner(keyOrPath string) (note.Signer, error) {
+	skey, err := keyOrFile(keyOrPath)
+	if err != nil {
+		return nil, err
+	}
+	s, err := submitter.NewSigner(skey)
+	if err != nil {
+		return nil, fmt.Errorf("submitter key: %w", err)
+	}
+	return s, nil
 }

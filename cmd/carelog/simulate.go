@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/carelog/carelog/ehrsim"
-	"github.com/carelog/carelog/submitter"
 )
 
 func cmdSimulate(ctx context.Context, args []string) error {
@@ -32,11 +31,7 @@ func cmdSimulate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	skey, err := keyOrFile(*keyFile)
-	if err != nil {
-		return err
-	}
-	signer, err := submitter.NewSigner(skey)
+	signer, err := submitterSigner(*keyFile)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/carelog/carelog/ehrsim"
 	"github.com/carelog/carelog/entry"
-	"github.com/carelog/carelog/submitter"
 	"github.com/google/uuid"
 )
 
@@ -56,11 +55,7 @@ func cmdSubmit(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	skey, err := keyOrFile(*keyFile)
-	if err != nil {
-		return err
-	}
-	signer, err := submitter.NewSigner(skey)
+	signer, err := submitterSigner(*keyFile)
 	if err != nil {
 		return err
 	}
