@@ -23,7 +23,8 @@ type Bundle struct {
 var ErrBundleNoEntry = errors.New("proof bundle: no entry in the extra data")
 
 // OpenBundle verifies a tlog-proof bundle offline: the checkpoint's log
-// signature and the witness policy (nil policy: none required), and the
+// signature and the witness policy (required; checkpoint.NoWitnesses()
+// checks the log's signature only), and the
 // inclusion of the entry carried in the bundle at the stated index.
 func OpenBundle(b []byte, origin string, logVerifier note.Verifier, policy *checkpoint.Policy) (*Bundle, error) {
 	var p proof.TLogProof
@@ -34,7 +35,7 @@ func OpenBundle(b []byte, origin string, logVerifier note.Verifier, policy *chec
 		return nil, ErrBundleNoEntry
 	}
 	if policy == nil {
-		policy = checkpoint.NoWitnesses()
+		return nil, errors.New("proof bundle: a witness policy is required (checkpoint.NoWitnesses() checks the log's signature only)")
 	}
 	cp, err := checkpoint.OpenWithPolicy(p.Checkpoint, origin, logVerifier, policy)
 	if err != nil {

@@ -32,8 +32,9 @@ type Config struct {
 	Origin string
 	// LogKey is the log's note verifier key (vkey).
 	LogKey string
-	// Policy is the witness policy checkpoints must meet; nil means none is
-	// required (only for logs run without witnesses).
+	// Policy is the witness policy checkpoints must meet. It is required:
+	// pass checkpoint.NoWitnesses() to check the log's signature only (for
+	// logs run without witnesses), so that never happens by omission.
 	Policy *checkpoint.Policy
 	// HTTPClient defaults to a client with a 30 s timeout.
 	HTTPClient *http.Client
@@ -68,7 +69,7 @@ func New(cfg Config) (*Log, error) {
 	}
 	p := cfg.Policy
 	if p == nil {
-		p = checkpoint.NoWitnesses()
+		return nil, errors.New("client: a witness policy is required (checkpoint.NoWitnesses() checks the log's signature only)")
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {

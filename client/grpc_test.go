@@ -62,7 +62,7 @@ func startFake(t *testing.T, fl *fakeLog) *client.GRPCLog {
 	carelogv1.RegisterLogServer(s, fl)
 	go func() { _ = s.Serve(ln) }()
 	t.Cleanup(s.Stop)
-	l, err := client.New(client.Config{URL: "http://unused.invalid", LogKey: vkey})
+	l, err := client.New(client.Config{URL: "http://unused.invalid", LogKey: vkey, Policy: checkpoint.NoWitnesses()})
 	if err != nil {
 		t.Fatal(err)
 	}

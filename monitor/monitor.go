@@ -212,7 +212,11 @@ func New(cfg Config) (*Monitor, error) {
 	ctx := context.Background()
 	seen := map[string]bool{}
 	for i, lc := range cfg.Logs {
-		c, err := client.New(client.Config{URL: lc.URL, Origin: lc.Origin, LogKey: lc.VKey, Policy: lc.Policy, HTTPClient: cfg.HTTPClient})
+		pol := lc.Policy
+		if pol == nil {
+			pol = checkpoint.NoWitnesses() // the config names no policy file
+		}
+		c, err := client.New(client.Config{URL: lc.URL, Origin: lc.Origin, LogKey: lc.VKey, Policy: pol, HTTPClient: cfg.HTTPClient})
 		if err != nil {
 			st.close()
 			return nil, fmt.Errorf("monitor: logs[%d]: %w", i, err)

@@ -297,7 +297,7 @@ func testGRPCSubmitAndRead(t *testing.T, f *fixture) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := client.OpenBundle(br.GetBundle(), testOrigin, verifier, nil)
+	b, err := client.OpenBundle(br.GetBundle(), testOrigin, verifier, checkpoint.NoWitnesses())
 	if err != nil {
 		t.Fatal(err)
 	}

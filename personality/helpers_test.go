@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carelog/carelog/checkpoint"
 	"github.com/carelog/carelog/client"
 	"github.com/carelog/carelog/ehrsim"
 	"github.com/carelog/carelog/entry"
@@ -93,7 +94,7 @@ func (f *fixture) start() {
 	go func() { defer close(done); _ = l.Run(ctx) }()
 	f.log = l
 	f.srv = httptest.NewServer(l.Handler())
-	f.client, err = client.New(client.Config{URL: f.srv.URL, LogKey: f.logVKey})
+	f.client, err = client.New(client.Config{URL: f.srv.URL, LogKey: f.logVKey, Policy: checkpoint.NoWitnesses()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ func verificationFailed(err error) error { return exitError{code: 3, err: err} }
 // logFlags are the flags that say which log to trust and how.
 type logFlags struct {
 	url, key, policy string
+	noWitnesses      bool
 }
 
 func (lf *logFlags) register(fs *flag.FlagSet, needURL bool) {
@@ -38,7 +39,8 @@ func (lf *logFlags) register(fs *flag.FlagSet, needURL bool) {
 		fs.StringVar(&lf.url, "log", "http://127.0.0.1:8080", "the log's base URL")
 	}
 	fs.StringVar(&lf.key, "log-key", "", "the log's verifier key, or a file holding it (required)")
-	fs.StringVar(&lf.policy, "policy", "", "witness policy file checkpoints must meet (empty: none)")
+	fs.StringVar(&lf.policy, "policy", "", "witness policy file checkpoints must meet (required, or --no-witnesses)")
+	fs.BoolVar(&lf.noWitnesses, "no-witnesses", false, "check the log's signature only, for a log run without witnesses")
 }
 
 func (lf *logFlags) client() (*client.Log, error) {
@@ -50,7 +52,13 @@ func (lf *logFlags) client() (*client.Log, error) {
 		return nil, err
 	}
 	var p *checkpoint.Policy
-	if lf.policy != "" {
+	switch {
+	case lf.policy == "" && !lf.noWitnesses:
+		return nil, errors.New("--policy FILE is required (the witness policy checkpoints must meet); " +
+			"--no-witnesses checks the log's signature only, for a log run without witnesses")
+	case lf.policy == "":
+		p = checkpoint.NoWitnesses()
+	default:
 		b, err := os.ReadFile(lf.policy)
 		if err != nil {
 			return nil, err
