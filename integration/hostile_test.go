@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +31,9 @@ func TestHostileInput(t *testing.T) {
 	w.start(t, witnessConfig{Logs: []map[string]string{{"origin": k.origin, "key": k.logVKey}}})
 	policy := policyFor(t, 1, w)
 	lg := startLog(t, k, testdb.New(t), "--policy", policy)
-	mon := startMonitorFor(t, k, lg.url(), policy, w)
+	mconf := newMonitorConf(t, k, lg.url(), policy)
+	mconf.addWitness(w)
+	mon := serveMonitor(t, mconf)
 	c := policyClient(t, lg.url(), k.logVKey, policy)
 	submitN(t, t.Context(), c, k, signedGen(k), 3)
 	waitFor(t, "a checkpoint of 3", time.Minute, func() (bool, error) {
@@ -155,26 +156,4 @@ func TestHostileInput(t *testing.T) {
 		}
 		conn.Close()
 	}
-}
-
-// startMonitorFor runs carelog-monitor against a log and witnesses.
-func startMonitorFor(t *testing.T, k *keyset, logURL, policy string, ws ...*witnessProc) *process {
-	t.Helper()
-	dir := t.TempDir()
-	var wcfg []map[string]string
-	for _, w := range ws {
-		wcfg = append(wcfg, map[string]string{"name": w.name, "vkey": w.cosigVKey, "url": w.url()})
-	}
-	cfg := map[string]any{
-		"state_dir":       filepath.Join(dir, "state"),
-		"listen":          "127.0.0.1:0",
-		"logs":            []map[string]string{{"url": logURL, "origin": k.origin, "vkey": k.logVKey, "policy_file": policy}},
-		"witnesses":       wcfg,
-		"submitters_file": k.submittersFile,
-		"poll_interval":   "500ms",
-	}
-	b, _ := json.Marshal(cfg)
-	path := filepath.Join(dir, "monitor.json")
-	writeFile(t, path, string(b))
-	return start(t, "carelog-monitor", "-config", path)
 }

@@ -125,7 +125,14 @@ func (m *Monitor) auditPromises(ctx context.Context, ls *logState) error {
 			continue // nothing new to look at
 		}
 		cp := checkpoint.Checkpoint{Origin: ls.origin, Size: v.Size, Hash: v.Root}
-		idx, err := ls.client.VerifyInclusion(ctx, p.LeafHash, cp)
+		var idx uint64
+		var err error
+		if v.Size == 0 {
+			// The empty tree includes nothing; there is no proof to ask for.
+			err = &client.HTTPError{Status: http.StatusNotFound, Message: "empty tree"}
+		} else {
+			idx, err = ls.client.VerifyInclusion(ctx, p.LeafHash, cp)
+		}
 		switch {
 		case err == nil:
 			if err := m.store.setPromise(ctx, ls.id, p.LeafHash, promiseKept, u64(idx), v.Size); err != nil {
