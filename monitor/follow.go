@@ -186,7 +186,19 @@ func (m *Monitor) observe(ctx context.Context, ls *logState, source string, cp *
 		case err == nil:
 		case errors.Is(err, checkpoint.ErrInconsistent), errors.Is(err, checkpoint.ErrSameSizeNewRoot), errors.Is(err, checkpoint.ErrSmaller):
 			return m.splitView(ctx, ls, other, source, cp, fmt.Sprintf("no valid consistency proof from size %d to %d", older.Size, newer.Size))
-		case client.StatusOf(err) >= 400 && client.StatusOf(err) < 500:
+		case client.StatusOf(err) >= 400 && client.StatusOf(err) < 500 && client.StatusOf(err) != http.StatusTooManyRequests:
+			// An honest log can prove any two checkpoints it signed
+			// consistent. A refusal can be brief (a replica that has not
+			// yet loaded its newest checkpoint); one that lasts longer than
+			// the merge delay is a split view: the log signed a tree it
+			// will not stand by.
+			key := fmt.Sprintf("%d|%x|%d|%x", older.Size, older.Hash, newer.Size, newer.Hash)
+			since := ls.refusedSince(key, m.now())
+			if m.now().Sub(since) >= m.cfg.MergeDelay {
+				return m.splitView(ctx, ls, other, source, cp, fmt.Sprintf(
+					"the log has refused since %s to prove consistency from size %d to %d between two checkpoints it signed (%v)",
+					since.UTC().Format(time.RFC3339), older.Size, newer.Size, err))
+			}
 			ls.setSource(source, cp, fmt.Errorf("%w (%d→%d): %v", errUnproven, older.Size, newer.Size, err))
 			return fmt.Errorf("log %s, checkpoint from %s: %w (%d→%d): %v", ls.origin, source, errUnproven, older.Size, newer.Size, err)
 		default:

@@ -72,6 +72,24 @@ type logState struct {
 	verified *storedCheckpoint
 	progress Progress
 	sources  map[string]SourceStatus
+	// refused records since when the log has refused to prove two of its
+	// checkpoints consistent (in memory: a restart starts the clock again).
+	refused map[string]time.Time
+}
+
+// refusedSince records a refusal of the proof named by key and returns
+// when the refusals began.
+func (ls *logState) refusedSince(key string, now time.Time) time.Time {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.refused == nil {
+		ls.refused = map[string]time.Time{}
+	}
+	t, ok := ls.refused[key]
+	if !ok {
+		ls.refused[key], t = now, now
+	}
+	return t
 }
 
 // Progress is a log's replay progress.

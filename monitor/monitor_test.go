@@ -221,6 +221,24 @@ func TestSplitView(t *testing.T) {
 			e.appendAndPublish(e.routine(20, 10)...)
 			return runOnce(t, m)
 		}},
+		{"witness: larger, and the log keeps refusing the proof", func(t *testing.T, e *env) *Result {
+			e.appendAndPublish(e.routine(0, 20)...)
+			b := e.log.ForkAt(15)
+			b.Append(e.routine(100, 10)...)
+			nb, _ := b.Publish()
+			w, ws := witnessServing(t, nb)
+			defer ws.Close()
+			cfg := e.config()
+			cfg.Witnesses = []WitnessConfig{{Name: "w", VKey: w.VKey(), URL: ws.URL}}
+			m := e.monitor(cfg)
+			if res := runOnce(t, m); len(res.Alerts) != 0 || res.ExitCode() != ExitOperational {
+				t.Fatalf("first refusal: alerts %v, exit %d", summarize(res.Alerts), res.ExitCode())
+			}
+			// Still refused after the merge delay: the log signed a tree it
+			// will not stand by.
+			e.clock.Advance(cfg.MergeDelay + time.Second)
+			return runOnce(t, m)
+		}},
 		{"peer monitor following the other branch", func(t *testing.T, e *env) *Result {
 			e.appendAndPublish(e.routine(0, 20)...)
 			b := e.log.ForkAt(12)
