@@ -3,6 +3,8 @@ package personality
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"database/sql"
 	_ "embed"
 	"errors"
@@ -32,6 +34,9 @@ var errCheckpointRace = errors.New("another checkpoint was recorded concurrently
 
 // store is the personality's own durable state.
 type store interface {
+	// LockSetup serialises the first start of replicas of one log (finding
+	// or creating its tree), so that they agree on one tree.
+	LockSetup(ctx context.Context, origin string) (unlock func(), err error)
 	TreeID(ctx context.Context, origin string) (int64, error)
 	SetTreeID(ctx context.Context, origin string, id int64) error
 	// LatestCheckpoint returns the latest signed checkpoint, nil if none.
@@ -64,6 +69,31 @@ func newMySQLStore(ctx context.Context, db *sql.DB) (*mysqlStore, error) {
 		}
 	}
 	return &mysqlStore{db: db}, nil
+}
+
+func (s *mysqlStore) LockSetup(ctx context.Context, origin string) (func(), error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name := "carelog-setup-" + hex.EncodeToString(sha256Sum(origin))[:32]
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 60)", name).Scan(&got); err != nil || !got.Valid || got.Int64 != 1 {
+		conn.Close()
+		if err == nil {
+			err = errors.New("timed out waiting for another replica's setup")
+		}
+		return nil, fmt.Errorf("locking the log's setup: %w", err)
+	}
+	return func() {
+		_, _ = conn.ExecContext(context.Background(), "SELECT RELEASE_LOCK(?)", name)
+		conn.Close()
+	}, nil
+}
+
+func sha256Sum(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
 }
 
 func (s *mysqlStore) TreeID(ctx context.Context, origin string) (int64, error) {
@@ -267,6 +297,8 @@ func (s *memoryStore) PatientIndices(_ context.Context, origin, pseudonym string
 	}
 	return out, nil
 }
+
+func (s *memoryStore) LockSetup(context.Context, string) (func(), error) { return func() {}, nil }
 
 func (s *memoryStore) TreeID(_ context.Context, origin string) (int64, error) {
 	s.mu.Lock()

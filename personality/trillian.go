@@ -161,6 +161,13 @@ func externalTrillian(cfg Config) (*trillianConn, error) {
 // initialises one and records it. A restart therefore reuses the same tree.
 // It returns the tree's id and type (LOG or PREORDERED_LOG).
 func ensureTree(ctx context.Context, tc *trillianConn, st store, origin string, fixed int64, newType trillian.TreeType, logger *slog.Logger) (int64, trillian.TreeType, error) {
+	// Replicas starting together on an empty database must not each create
+	// a tree: the first creates it, the others wait and find it.
+	unlock, err := st.LockSetup(ctx, origin)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer unlock()
 	existing := fixed
 	if existing == 0 {
 		id, err := st.TreeID(ctx, origin)
