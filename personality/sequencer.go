@@ -102,14 +102,24 @@ func (s *batchSequencer) Append(ctx context.Context, e *entry.Entry) (appended, 
 	case <-ctx.Done():
 		return appended{}, ctx.Err()
 	}
+	t := time.NewTimer(appendTimeout)
+	defer t.Stop()
 	select {
 	case res := <-r.done:
 		return res.a, res.err
 	case <-ctx.Done():
 		// The batch may still commit; a retry is answered as a duplicate.
 		return appended{}, ctx.Err()
+	case <-t.C:
+		// Leadership may have moved while the request waited; a retry
+		// reaches the new holder (or the queue) and is answered as a
+		// duplicate if this one was stored after all.
+		return appended{}, backendErr(errors.New("the sequencer did not answer in time"))
 	}
 }
+
+// appendTimeout bounds how long a request waits for its batch.
+const appendTimeout = 30 * time.Second
 
 // enqueue is the path of a replica without the lease.
 func (s *batchSequencer) enqueue(ctx context.Context, e *entry.Entry, id []byte) (appended, error) {
