@@ -122,6 +122,8 @@ func (p *process) run() {
 	t := p.t
 	t.Helper()
 	p.cmd = exec.Command(filepath.Join(bin, p.name), p.args...)
+	// If the test binary dies (a timeout panic), its children die with it.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -601,10 +602,25 @@ func (s *batchSequencer) load(ctx context.Context, from uint64, limit int) ([]*t
 			return nil, fmt.Errorf("carelog_leaves has a gap at %d (next row %d)", want, idx)
 		}
 		l.LeafIndex = int64(idx)
+		l.LeafIdentityHash = trillianIdentity(idx, l.LeafIdentityHash)
 		out = append(out, &l)
 		want++
 	}
 	return out, rows.Err()
+}
+
+// trillianIdentity is the leaf identity hash given to Trillian: the index,
+// big-endian, then the first 24 bytes of the entry's identity hash.
+// Trillian keys its LeafData table by it; a key that grows with the index
+// keeps Trillian's inserts sequential instead of scattered over the table,
+// which is what keeps a large log's writes fast once the table outgrows
+// MariaDB's buffer pool. It is deterministic, so a re-send after a crash
+// is recognised as the same leaf. Duplicates are carelog's business, found
+// in carelog_leaves before an index is assigned.
+func trillianIdentity(index uint64, identity []byte) []byte {
+	out := make([]byte, 8, 32)
+	binary.BigEndian.PutUint64(out, index)
+	return append(out, identity[:24]...)
 }
 
 // send writes one contiguous batch to Trillian, retrying until it is in.

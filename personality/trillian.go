@@ -249,7 +249,11 @@ func openDatabase(ctx context.Context, dsn string) (*sql.DB, error) {
 	if _, err := sdb.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS `"+cfg.DBName+"`"); err != nil {
 		return nil, fmt.Errorf("MySQL at %s: creating database %s: %w", cfg.Addr, cfg.DBName, err)
 	}
-	db, err := sql.Open("mysql", dsn)
+	// Client-side interpolation saves a prepare and a close round trip per
+	// statement (a quarter of MariaDB's time under load); the driver
+	// escapes every value.
+	cfg.InterpolateParams = true
+	db, err := sql.Open("mysql", cfg.FormatDSN())
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ type command struct {
 }
 
 var commands = map[string]command{
+	"bench":          {"measure ingest, merge delay, cosigning and proofs against raw Trillian (docs/benchmarks.md)", cmdBench},
 	"demo":           {"run the whole network (log, 3 witnesses, monitor, simulated EHR) on this machine", cmdDemo},
 	"keygen":         {"make a note key pair for a log, submitter or witness", cmdKeygen},
 	"example-event":  {"print a valid example access event (JSON) to edit and submit", cmdExampleEvent},
