@@ -378,13 +378,7 @@ func TestMonitorCleanLog(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	k := newKeyset(t)
-	ws := []*witnessProc{newWitnessKeys(t, "w1.test"), newWitnessKeys(t, "w2.test"), newWitnessKeys(t, "w3.test")}
-	for _, w := range ws {
-		w.start(t, witnessConfig{Logs: []map[string]string{{"origin": k.origin, "key": k.logVKey}}})
-	}
-	policy := policyFor(t, 2, ws...)
-	lg := startLog(t, k, testdb.New(t), "--policy", policy)
-	c := policyClient(t, lg.url(), k.logVKey, policy)
+	ws, policy, lg, c := startWitnessedLog(t, k)
 
 	const n = 60
 	entries := routineEntries(t, k, 11, n)

@@ -137,6 +137,19 @@ func cosigners(cp *checkpoint.Signed, ws ...*witnessProc) int {
 	return n
 }
 
+// startWitnessedLog starts three witnesses and a log on a fresh database
+// with a 2-of-3 policy, and a client that requires it.
+func startWitnessedLog(t *testing.T, k *keyset) (ws []*witnessProc, policy string, lg *process, c *client.Log) {
+	t.Helper()
+	ws = []*witnessProc{newWitnessKeys(t, "w1.test"), newWitnessKeys(t, "w2.test"), newWitnessKeys(t, "w3.test")}
+	for _, w := range ws {
+		w.start(t, witnessConfig{Logs: []map[string]string{{"origin": k.origin, "key": k.logVKey}}})
+	}
+	policy = policyFor(t, 2, ws...)
+	lg = startLog(t, k, testdb.New(t), "--policy", policy)
+	return ws, policy, lg, policyClient(t, lg.url(), k.logVKey, policy)
+}
+
 // TestThreeWitnessesTwoOfThree runs the log with three witnesses and a
 // 2-of-3 policy: the checkpoint reaches 2-of-3; with one witness killed it
 // still does; with two killed the log keeps accepting entries while
@@ -146,13 +159,7 @@ func TestThreeWitnessesTwoOfThree(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	k := newKeyset(t)
-	ws := []*witnessProc{newWitnessKeys(t, "w1.test"), newWitnessKeys(t, "w2.test"), newWitnessKeys(t, "w3.test")}
-	for _, w := range ws {
-		w.start(t, witnessConfig{Logs: []map[string]string{{"origin": k.origin, "key": k.logVKey}}})
-	}
-	policy := policyFor(t, 2, ws...)
-	lg := startLog(t, k, testdb.New(t), "--policy", policy)
-	c := policyClient(t, lg.url(), k.logVKey, policy)
+	ws, _, lg, c := startWitnessedLog(t, k)
 	gen := ehrsim.New(k.submitterName, 7)
 
 	waitCosigned := func(size uint64, want int) *checkpoint.Signed {
