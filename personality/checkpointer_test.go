@@ -144,3 +144,24 @@ func mustVerifier(t *testing.T, vkey string) note.Verifier {
 	}
 	return v
 }
+
+func TestRecentIndexIsBounded(t *testing.T) {
+	var r recentIndex
+	h := func(i uint64) []byte {
+		b := make([]byte, 32)
+		b[0], b[1], b[2], b[3] = byte(i), byte(i>>8), byte(i>>16), byte(i>>24)
+		return b
+	}
+	for i := uint64(0); i < recentIndexSize+10; i++ {
+		r.add(h(i), i)
+	}
+	if len(r.m) != recentIndexSize {
+		t.Fatalf("map holds %d, want %d", len(r.m), recentIndexSize)
+	}
+	if _, ok := r.get(h(5)); ok {
+		t.Fatal("the oldest entries were not evicted")
+	}
+	if idx, ok := r.get(h(recentIndexSize + 9)); !ok || idx != recentIndexSize+9 {
+		t.Fatal("the newest entry is missing")
+	}
+}

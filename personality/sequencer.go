@@ -60,6 +60,43 @@ type batchSequencer struct {
 
 	leader atomic.Bool
 	epoch  atomic.Int64
+
+	// recent maps the leaf hashes of recently sequenced entries to their
+	// indices, so that proofs for them need no database query.
+	recent recentIndex
+}
+
+// recentIndex is a bounded leaf hash → index map, oldest evicted first.
+type recentIndex struct {
+	mu   sync.RWMutex
+	m    map[[32]byte]uint64
+	ring [][32]byte
+	next int
+}
+
+const recentIndexSize = 1 << 18 // ~20 MiB
+
+func (r *recentIndex) add(h []byte, idx uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[[32]byte]uint64, recentIndexSize)
+		r.ring = make([][32]byte, recentIndexSize)
+	}
+	k := [32]byte(h)
+	if old := r.ring[r.next]; len(r.m) >= recentIndexSize {
+		delete(r.m, old)
+	}
+	r.ring[r.next] = k
+	r.next = (r.next + 1) % recentIndexSize
+	r.m[k] = idx
+}
+
+func (r *recentIndex) get(h []byte) (uint64, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	idx, ok := r.m[[32]byte(h)]
+	return idx, ok
 }
 
 const feedInFlight = 2
@@ -177,6 +214,9 @@ func (s *batchSequencer) lookup(ctx context.Context, id, raw []byte) (appended, 
 
 // indexOf finds the index of a sequenced leaf by its leaf hash.
 func (s *batchSequencer) indexOf(ctx context.Context, leafHash []byte, below uint64) (uint64, bool, error) {
+	if idx, ok := s.recent.get(leafHash); ok && idx < below {
+		return idx, true, nil
+	}
 	var idx uint64
 	err := s.db.QueryRowContext(ctx, "SELECT leaf_index FROM carelog_leaves WHERE origin = ? AND leaf_hash = ? AND leaf_index < ? ORDER BY leaf_index LIMIT 1",
 		s.origin, leafHash, below).Scan(&idx)
@@ -516,6 +556,9 @@ func (s *batchSequencer) commit(ctx context.Context, batch []*seqReq, next uint6
 	// Durable: now, and only now, answer.
 	for i, r := range batch {
 		r.done <- results[i]
+	}
+	for _, l := range fresh {
+		s.recent.add(checkpoint.LeafHash(l.raw), l.index)
 	}
 	s.metrics.batchSize.Observe(float64(len(fresh)))
 	s.metrics.sequenced.Set(float64(next + uint64(len(fresh))))
