@@ -2,6 +2,7 @@ package personality
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -25,17 +26,28 @@ type indexer struct {
 	l *Log
 }
 
-// catchUp indexes every leaf below the latest signed checkpoint.
+// catchUp indexes every leaf below the latest signed checkpoint. With
+// batched sequencing the sequencer indexes each batch as it commits it, and
+// this only catches up (from carelog_leaves, up to the last sequenced
+// entry) where the index fell behind, for instance on a tree written before.
 func (ix *indexer) catchUp(ctx context.Context) error {
 	l := ix.l
 	size := l.latestSize()
+	read := l.leaves
+	if l.seq != nil {
+		n, err := l.seq.nextIndex(ctx)
+		if err != nil {
+			return err
+		}
+		size, read = n, l.seq.committedLeaves
+	}
 	next, err := l.store.IndexPosition(ctx, l.origin)
 	if err != nil {
 		return err
 	}
 	for next < size && ctx.Err() == nil {
 		end := min(size, next+1000)
-		leaves, err := l.leaves(ctx, next, end)
+		leaves, err := read(ctx, next, end)
 		if err != nil {
 			return err
 		}
@@ -51,6 +63,9 @@ func (ix *indexer) catchUp(ctx context.Context) error {
 			}
 		}
 		if err := l.store.AddToIndex(ctx, l.origin, next, end, rows); err != nil {
+			if errors.Is(err, errCheckpointRace) {
+				return nil // the sequencer indexed meanwhile; next round
+			}
 			return err
 		}
 		next = end

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/carelog/carelog/api"
 	"github.com/carelog/carelog/checkpoint"
 	"github.com/carelog/carelog/entry"
 	"github.com/google/trillian"
@@ -416,10 +417,11 @@ func (s *batchSequencer) write(ctx context.Context, next uint64) {
 var errLeaseLost = errors.New("sequencer lease lost")
 
 type newLeaf struct {
-	index uint64
-	id    []byte
-	raw   []byte
-	at    int64
+	index   uint64
+	id      []byte
+	raw     []byte
+	at      int64
+	patient string // pseudonym, "" if none
 }
 
 // commit writes one batch (plus queued entries from other replicas) in one
@@ -504,21 +506,25 @@ func (s *batchSequencer) commit(ctx context.Context, batch []*seqReq, next uint6
 
 	now := time.Now().UnixNano()
 	var fresh []newLeaf
-	assign := func(id, raw []byte, at int64) (existing, bool) {
+	assign := func(id, raw []byte, at int64, patient string) (existing, bool) {
 		if e, ok := have[string(id)]; ok {
 			return e, false
 		}
 		e := existing{index: next + uint64(len(fresh)), raw: raw, at: at}
 		have[string(id)] = e
-		fresh = append(fresh, newLeaf{index: e.index, id: id, raw: raw, at: at})
+		fresh = append(fresh, newLeaf{index: e.index, id: id, raw: raw, at: at, patient: patient})
 		return e, true
 	}
 	for _, q := range qs {
-		assign(q.id, q.raw, q.at)
+		patient := ""
+		if ev, err := entry.ParseEvent(entry.Text(q.raw)); err == nil { // validated when queued
+			patient = ev.Patient
+		}
+		assign(q.id, q.raw, q.at, patient)
 	}
 	results := make([]seqResult, len(batch))
 	for i, r := range batch {
-		e, isNew := assign(r.id, r.e.Raw, now)
+		e, isNew := assign(r.id, r.e.Raw, now, r.e.Event.Patient)
 		idx := e.index
 		switch {
 		case !bytes.Equal(e.raw, r.e.Raw):
@@ -547,6 +553,20 @@ func (s *batchSequencer) commit(ctx context.Context, batch []*seqReq, next uint6
 		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM carelog_queue WHERE origin = ? AND identity_hash IN ("+
 			strings.TrimSuffix(strings.Repeat("?,", len(qs)), ",")+")", args...); err != nil {
+			return 0, backendErr(err)
+		}
+	}
+	if len(fresh) > 0 {
+		rows := make([]patientRow, 0, len(fresh))
+		for _, l := range fresh {
+			if l.patient != "" {
+				rows = append(rows, patientRow{pseudonym: l.patient, index: l.index})
+			}
+		}
+		// The patient index follows in the same transaction, so the indexer
+		// need not read these leaves back; if it is behind (an older tree),
+		// it catches up by itself and this is skipped.
+		if err := indexInTx(ctx, tx, s.origin, next, next+uint64(len(fresh)), rows); err != nil {
 			return 0, backendErr(err)
 		}
 	}
@@ -650,6 +670,31 @@ func (s *batchSequencer) load(ctx context.Context, from uint64, limit int) ([]*t
 		want++
 	}
 	return out, rows.Err()
+}
+
+// committedLeaves reads entries [start, end) from carelog_leaves.
+func (s *batchSequencer) committedLeaves(ctx context.Context, start, end uint64) ([]api.Entry, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT leaf_index, leaf_value FROM carelog_leaves WHERE origin = ? AND leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
+		s.origin, start, end)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []api.Entry
+	for rows.Next() {
+		var e api.Entry
+		if err := rows.Scan(&e.Index, &e.Data); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if uint64(len(out)) != end-start {
+		return nil, fmt.Errorf("carelog_leaves holds %d of the entries [%d, %d)", len(out), start, end)
+	}
+	return out, nil
 }
 
 // trillianIdentity is the leaf identity hash given to Trillian: the index,

@@ -193,6 +193,38 @@ func (s *mysqlStore) AddToIndex(ctx context.Context, origin string, from, to uin
 	if cur != from {
 		return errCheckpointRace
 	}
+	if err := insertIndexRows(ctx, tx, origin, rows); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO carelog_index_state (origin, next_index) VALUES (?, ?)
+		ON DUPLICATE KEY UPDATE next_index = VALUES(next_index)`, origin, to); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// indexInTx moves the patient index from from to to and records rows,
+// inside the caller's transaction, if the index is exactly at from;
+// otherwise it does nothing (the indexer catches up by reading leaves).
+func indexInTx(ctx context.Context, tx *sql.Tx, origin string, from, to uint64, rows []patientRow) error {
+	res, err := tx.ExecContext(ctx, "UPDATE carelog_index_state SET next_index = ? WHERE origin = ? AND next_index = ?", to, origin, from)
+	if err != nil {
+		return err
+	}
+	n, _ := res.RowsAffected()
+	if n == 0 && from == 0 {
+		if res, err = tx.ExecContext(ctx, "INSERT IGNORE INTO carelog_index_state (origin, next_index) VALUES (?, ?)", origin, to); err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+	}
+	if n != 1 {
+		return nil
+	}
+	return insertIndexRows(ctx, tx, origin, rows)
+}
+
+func insertIndexRows(ctx context.Context, tx *sql.Tx, origin string, rows []patientRow) error {
 	for len(rows) > 0 {
 		n := min(len(rows), 500)
 		q := "INSERT IGNORE INTO carelog_patient_index (origin, pseudonym, leaf_index) VALUES " + strings.TrimSuffix(strings.Repeat("(?,?,?),", n), ",")
@@ -205,11 +237,7 @@ func (s *mysqlStore) AddToIndex(ctx context.Context, origin string, from, to uin
 		}
 		rows = rows[n:]
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO carelog_index_state (origin, next_index) VALUES (?, ?)
-		ON DUPLICATE KEY UPDATE next_index = VALUES(next_index)`, origin, to); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return nil
 }
 
 func (s *mysqlStore) PatientIndices(ctx context.Context, origin, pseudonym string, from, below uint64, limit int) ([]uint64, error) {
