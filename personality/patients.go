@@ -131,6 +131,16 @@ func (l *Log) PatientEvents(ctx context.Context, pseudonym string, size, from ui
 		return nil, err
 	}
 	if indexed < size {
+		// The indexer runs on a timer; catch up now rather than send the
+		// patient away (it is idempotent and safe beside the background one).
+		if err := (&indexer{l: l}).catchUp(ctx); err != nil && ctx.Err() == nil {
+			l.logger.Warn("indexer: behind", slog.Any("error", err))
+		}
+		if indexed, err = l.store.IndexPosition(ctx, l.origin); err != nil {
+			return nil, err
+		}
+	}
+	if indexed < size {
 		return nil, errorf(http.StatusServiceUnavailable, "the patient index has reached size %d of %d; try again shortly", indexed, size)
 	}
 	idx, err := l.store.PatientIndices(ctx, l.origin, pseudonym, from, size, api.MaxPatientEventsPerRequest+1)
