@@ -175,15 +175,25 @@ func (l *Log) Submit(ctx context.Context, signedEntry []byte) (*SubmitResult, er
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("client: add-entry: bad JSON: %w", err)
 	}
-	if want := checkpoint.LeafHash(signedEntry); !bytes.Equal(r.LeafHash, want) {
+	if status != http.StatusOK {
+		r.Index = nil // only a 200 means the index is durable
+	}
+	return l.submitResult(signedEntry, r.LeafHash, r.Promise, r.Index)
+}
+
+// submitResult checks the log's answer to a submission of signedEntry, over
+// HTTP or gRPC: the leaf hash must be the entry's and the promise must
+// verify with the log key and be for that leaf.
+func (l *Log) submitResult(signedEntry, leafHash []byte, promise string, index *uint64) (*SubmitResult, error) {
+	if want := checkpoint.LeafHash(signedEntry); !bytes.Equal(leafHash, want) {
 		return nil, errors.New("client: the log answered with the leaf hash of another entry")
 	}
-	if err := l.verifyPromise(r.Promise, r.LeafHash); err != nil {
+	if err := l.verifyPromise(promise, leafHash); err != nil {
 		return nil, err
 	}
-	res := &SubmitResult{LeafHash: r.LeafHash, Promise: r.Promise}
-	if status == http.StatusOK && r.Index != nil {
-		res.Sequenced, res.Index = true, *r.Index
+	res := &SubmitResult{LeafHash: leafHash, Promise: promise}
+	if index != nil {
+		res.Sequenced, res.Index = true, *index
 	}
 	return res, nil
 }

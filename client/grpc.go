@@ -69,24 +69,7 @@ func (g *GRPCLog) Submit(ctx context.Context, signedEntry []byte) (*SubmitResult
 	if err != nil {
 		return nil, fmt.Errorf("client: gRPC AddEntry: %w", err)
 	}
-	return g.log.submitResult(signedEntry, r)
-}
-
-// submitResult checks the log's answer to a submission of signedEntry: the
-// leaf hash must be the entry's and the promise must verify with the log key
-// and be for that leaf.
-func (l *Log) submitResult(signedEntry []byte, r *carelogv1.AddEntryResponse) (*SubmitResult, error) {
-	if want := checkpoint.LeafHash(signedEntry); !bytes.Equal(r.GetLeafHash(), want) {
-		return nil, errors.New("client: the log answered with the leaf hash of another entry")
-	}
-	if err := l.verifyPromise(string(r.GetPromise()), r.GetLeafHash()); err != nil {
-		return nil, err
-	}
-	res := &SubmitResult{LeafHash: r.GetLeafHash(), Promise: string(r.GetPromise())}
-	if r.Index != nil {
-		res.Sequenced, res.Index = true, r.GetIndex()
-	}
-	return res, nil
+	return g.log.submitResult(signedEntry, r.GetLeafHash(), string(r.GetPromise()), r.Index)
 }
 
 // BulkResult is the outcome of one entry of SubmitBulk: exactly one of
@@ -152,7 +135,7 @@ func (g *GRPCLog) SubmitBulk(ctx context.Context, entries [][]byte) ([]BulkResul
 		}
 		switch r := a.GetResult().(type) {
 		case *carelogv1.SubmitBulkResponse_Accepted:
-			res, err := g.log.submitResult(entries[seq], r.Accepted)
+			res, err := g.log.submitResult(entries[seq], r.Accepted.GetLeafHash(), string(r.Accepted.GetPromise()), r.Accepted.Index)
 			results[seq] = BulkResult{Result: res, Err: err}
 		case *carelogv1.SubmitBulkResponse_Error:
 			code := codes.Code(r.Error.GetCode())
