@@ -398,8 +398,11 @@ func (t *delayTracker) cosignedSize(ctx context.Context, last uint64) (uint64, b
 	if err != nil {
 		return 0, false
 	}
-	body, _, _ := bytes.Cut(raw, []byte("\n\n"))
-	cp, err := checkpoint.ParseBody(append(body, '\n'))
+	body, err := checkpoint.NoteText(raw)
+	if err != nil {
+		return 0, false
+	}
+	cp, err := checkpoint.ParseBody(body)
 	if err != nil || cp.Size <= last {
 		return 0, false
 	}

@@ -184,3 +184,29 @@ func TestPolicy(t *testing.T) {
 		t.Fatal("a bad policy parsed")
 	}
 }
+
+func TestNoteTextAndCosign(t *testing.T) {
+	s, v, _, _ := keys(t, origin)
+	w, wv, _, _ := keys(t, "w.example")
+	msg, _ := checkpoint.Sign(checkpoint.Checkpoint{Origin: origin, Size: 2, Hash: tree(2, "e").Hash()}, s)
+	text, err := checkpoint.NoteText(msg)
+	if err != nil || string(text) != fmt.Sprintf("%s\n2\n%s\n", origin, strings.SplitN(string(msg), "\n", 4)[2]) {
+		t.Fatalf("NoteText: %q, %v", text, err)
+	}
+	for _, bad := range []string{"", "no signatures\n", "text\n\n"} {
+		if _, err := checkpoint.NoteText([]byte(bad)); !errors.Is(err, checkpoint.ErrMalformed) {
+			t.Errorf("NoteText(%q): %v", bad, err)
+		}
+	}
+	cosigned, err := checkpoint.Cosign(msg, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := note.Open(cosigned, note.VerifierList(v, wv))
+	if err != nil || len(n.Sigs) != 2 {
+		t.Fatalf("cosigned note: %v, %d signatures", err, len(n.Sigs))
+	}
+	if !strings.HasPrefix(string(cosigned), string(msg)) {
+		t.Fatal("Cosign changed the signatures already there")
+	}
+}

@@ -86,11 +86,12 @@ var ErrNoCosignature = errors.New("cosign: no valid cosignature from the witness
 // once more. It returns one Result per witness, in the order of witnesses.
 // The error is only for a checkpoint that cannot be parsed.
 func (c *Client) Push(ctx context.Context, signedCheckpoint []byte, witnesses []checkpoint.Witness, held map[string]uint64, proof ConsistencyProofFunc) ([]Result, error) {
-	text, err := noteText(signedCheckpoint)
+	textB, err := checkpoint.NoteText(signedCheckpoint)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cosign: %w", err)
 	}
-	cp, err := checkpoint.ParseBody([]byte(text))
+	text := string(textB)
+	cp, err := checkpoint.ParseBody(textB)
 	if err != nil {
 		return nil, fmt.Errorf("cosign: %w", err)
 	}
@@ -235,18 +236,6 @@ func verifiedLines(v note.Verifier, text string, answer []byte) [][]byte {
 		out = append(out, append(bytes.Clone(line), '\n'))
 	}
 	return out
-}
-
-// noteText returns the text of a signed note without checking any
-// signature: the log's signature is the log's business, and the witness
-// checks it.
-func noteText(msg []byte) (string, error) {
-	_, err := note.Open(msg, note.VerifierList())
-	var unverified *note.UnverifiedNoteError
-	if !errors.As(err, &unverified) {
-		return "", fmt.Errorf("cosign: %w: not a signed note", checkpoint.ErrMalformed)
-	}
-	return unverified.Note.Text, nil
 }
 
 func snippet(b []byte) string {

@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
@@ -575,14 +574,5 @@ func (m *Monitor) Status(ctx context.Context) ([]LogStatus, error) {
 // cosign adds the monitor's cosignature/v1 to a checkpoint note it
 // verified, for peers.
 func (m *Monitor) cosign(msg []byte) ([]byte, error) {
-	text, _, ok := strings.Cut(string(msg), "\n\n")
-	if !ok {
-		return nil, errors.New("monitor: not a signed note")
-	}
-	signed, err := note.Sign(&note.Note{Text: text + "\n"}, m.cosigner)
-	if err != nil {
-		return nil, err
-	}
-	_, sig, _ := strings.Cut(string(signed), "\n\n")
-	return checkpoint.AddSignatures(msg, []byte(sig)), nil
+	return checkpoint.Cosign(msg, m.cosigner)
 }

@@ -5,7 +5,6 @@
 package personality
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -191,8 +190,11 @@ func (l *Log) publishedSigned() *checkpoint.Checkpoint {
 	if n == nil {
 		return nil
 	}
-	body, _, _ := bytes.Cut(n, []byte("\n\n"))
-	cp, err := checkpoint.ParseBody(append(body, '\n'))
+	body, err := checkpoint.NoteText(n)
+	if err != nil {
+		return nil
+	}
+	cp, err := checkpoint.ParseBody(body)
 	if err != nil {
 		return nil
 	}

@@ -1,13 +1,10 @@
 package fakelog
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 
 	"github.com/carelog/carelog/api"
@@ -94,22 +91,7 @@ func (w *Witness) Handler() http.Handler {
 // cosign appends s's signature over the text of the signed note msg. The
 // existing signature lines are kept as they are.
 func cosign(msg []byte, s note.Signer) ([]byte, error) {
-	text, _, ok := bytes.Cut(msg, []byte("\n\n"))
-	if !ok {
-		return nil, errors.New("fakelog: not a signed note")
-	}
-	signed, err := note.Sign(&note.Note{Text: string(text) + "\n"}, s)
-	if err != nil {
-		return nil, err
-	}
-	_, sig, _ := bytes.Cut(signed, []byte("\n\n"))
-	var lines [][]byte
-	for _, l := range strings.SplitAfter(string(sig), "\n") {
-		if l != "" {
-			lines = append(lines, []byte(l))
-		}
-	}
-	return checkpoint.AddSignatures(msg, lines...), nil
+	return checkpoint.Cosign(msg, s)
 }
 
 func ed25519Public(seed []byte) ed25519.PublicKey {
