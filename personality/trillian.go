@@ -36,16 +36,15 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// trillianConn is how the personality reaches Trillian: a log client, an
-// admin client, and the tree it writes. In-process mode runs a Trillian log
+// trillianConn is how the personality reaches Trillian: a log client and
+// an admin client. In-process mode runs a Trillian log
 // server, admin server and sequencer inside this process and talks to them
 // over an in-memory gRPC connection, so the code path is the same as with
 // external Trillian servers.
 type trillianConn struct {
-	log    trillian.TrillianLogClient
-	admin  trillian.TrillianAdminClient
-	treeID int64
-	close  func()
+	log   trillian.TrillianLogClient
+	admin trillian.TrillianAdminClient
+	close func()
 }
 
 // startInProcessTrillian runs Trillian's log server, admin server and
